@@ -1,0 +1,43 @@
+# Two commands set up a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_PROMPT := A train leaves at 3 pm going 60 km/h; a second leaves the same station at 4 pm going 90 km/h. When does the second catch up? Think step by step.
+
+.PHONY: setup setup-test demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first, from the CPU wheel: a bare `torch` requirement would pull a multi-GB CUDA build.
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==2.13.0
+	touch $@
+
+$(VENV)/.ponder: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# The references the tests compare against (llama-cpp-python builds from source once, ~10 min).
+$(VENV)/.ponder-test: pyproject.toml $(VENV)/.ponder
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.ponder
+setup-test: $(VENV)/.ponder-test
+
+demo: setup
+	$(BIN)/ponder pull qwen2.5-coder-0.5b-instruct
+	$(BIN)/ponder generate qwen2.5-coder-0.5b-instruct "$(DEMO_PROMPT)" --max-tokens 200
+
+test: setup-test
+	$(BIN)/ponder pull smollm2-135m-instruct
+	$(BIN)/ponder pull qwen2.5-coder-0.5b-instruct
+	$(BIN)/python -m pytest -q
+
+bench: setup-test
+	$(BIN)/python benchmarks/bench_runtime.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

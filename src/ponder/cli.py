@@ -1,0 +1,140 @@
+"""The `ponder` command: pull models, list them, generate and chat in the terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.table import Table
+
+from ponder.errors import PonderError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="ponder: make small open-weight language models think harder.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+Temperature = Annotated[float, typer.Option(help="0 decodes greedily.")]
+TopP = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
+MaxTokens = Annotated[int, typer.Option(help="Most tokens to generate.")]
+Seed = Annotated[int | None, typer.Option(help="Same seed, same tokens.")]
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and debug logs.")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False, show_time=False)])
+
+
+@app.command()
+def models() -> None:
+    """Known models, whether they are pulled, their size and where they live."""
+    from ponder.models.registry import REGISTRY, model_dir
+
+    from ponder.models.config import preset
+
+    table = Table("name", "architecture", "parameters", "file size", "pulled", "where")
+    for name, source in REGISTRY.items():
+        folder = model_dir(name)
+        table.add_row(name, preset(source.preset).arch, f"{preset(source.preset).n_params / 1e6:,.0f}M",
+                      f"{source.size / 1e6:,.0f} MB", "yes" if folder.exists() else "no", str(folder))
+    out.print(table)
+
+
+@app.command()
+def pull(name: Annotated[str, typer.Argument(help="A registry name, or hf:ORG/REPO[/FILE.gguf].")]) -> None:
+    """Fetch a model into PONDER_HOME (verified, atomic)."""
+    from ponder.models.registry import pull as pull_model
+
+    with err.status(f"pulling {name}"):
+        folder = pull_model(name)
+    out.print(f"{name} is in {folder}")
+
+
+@app.command()
+def generate(
+    model: Annotated[str, typer.Argument(help="Model name, hf:ORG/REPO, .gguf file or checkpoint folder.")],
+    prompt: Annotated[str, typer.Argument(help="What to ask.")],
+    raw: Annotated[bool, typer.Option(help="Send the prompt as it is, without the chat template.")] = False,
+    system: Annotated[str | None, typer.Option(help="A system message.")] = None,
+    temperature: Temperature = 0.0, top_p: TopP = 1.0, max_tokens: MaxTokens = 256, seed: Seed = None,
+) -> None:
+    """Generate a completion; tokens stream to the terminal."""
+    from ponder.engine.sampling import SamplingParams
+
+    loaded = _load(model)
+    tok = loaded.tokenizer
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    ids = tok.encode(prompt) if raw else tok.encode_chat(messages)
+    _stream(loaded, ids, SamplingParams(temperature, top_p, 0, max_tokens, seed))
+
+
+@app.command()
+def chat(
+    model: Annotated[str, typer.Argument(help="Model name, hf:ORG/REPO, .gguf file or checkpoint folder.")],
+    system: Annotated[str | None, typer.Option(help="A system message.")] = None,
+    temperature: Temperature = 0.7, top_p: TopP = 0.9, max_tokens: MaxTokens = 512, seed: Seed = None,
+) -> None:
+    """A multi-turn chat in the terminal; an empty line or Ctrl-D ends it."""
+    from ponder.engine.sampling import SamplingParams
+
+    loaded = _load(model)
+    params = SamplingParams(temperature, top_p, 0, max_tokens, seed)
+    messages = [{"role": "system", "content": system}] if system else []
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        messages.append({"role": "user", "content": line})
+        out.print("ponder> ", end="")
+        reply = _stream(loaded, loaded.tokenizer.encode_chat(messages), params)
+        messages.append({"role": "assistant", "content": reply})
+
+
+def _load(spec: str):  # noqa: ANN202
+    from ponder.models.loader import load
+
+    with err.status(f"loading {spec}"):
+        return load(spec)
+
+
+def _stream(loaded, ids: list[int], params) -> str:  # noqa: ANN001
+    from ponder.engine.stream import generate_tokens
+
+    tok, pieces = loaded.tokenizer, []
+    for piece in tok.stream(generate_tokens(loaded.model, ids, params, tok.stop_ids)):
+        pieces.append(piece)
+        out.print(piece, end="", markup=False)
+        out.file.flush()
+    out.print()
+    return "".join(pieces)
+
+
+def run() -> None:
+    """Console entry point: a PonderError is one red line and exit status 1, unless --debug."""
+    try:
+        app(standalone_mode=False)
+    except PonderError as e:
+        if "--debug" in sys.argv:
+            raise
+        err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click's usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

@@ -1,0 +1,149 @@
+"""The Llama 3 family decoder (Llama 3.x, SmolLM2, Qwen2.5), from scratch.
+
+One screen per idea: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU, the block, the
+model. `forward` takes token positions and a KV cache from the caller, so that the engine decides
+how sequences are batched and where their keys and values live.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ponder.models.config import ModelConfig
+
+
+class KVCache(Protocol):
+    """Where attention keeps keys and values between forward calls (see `models.kv_cache`)."""
+
+    def update(self, layer: int, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v [B, Hkv, T, D] at positions [B, T]; return this layer's keys and values [B, Hkv, S, D]."""
+        ...
+
+    def mask(self, positions: Tensor) -> Tensor:
+        """Which of the S cached slots each query at positions [B, T] may attend to: bool [B, 1, T, S]."""
+        ...
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()  # normalise in fp32 whatever the weights' dtype, as the references do
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> Tensor:
+    """Rotary frequencies, with Llama 3.x scaling as the checkpoint states it (never assumed)."""
+    d = cfg.head_dim
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32, device="cpu") / d)
+    if cfg.rope_freq_factors:  # GGUF `rope_freqs`: llama.cpp divides each frequency by its factor
+        return inv_freq / torch.tensor(cfg.rope_freq_factors, dtype=torch.float32, device="cpu")
+    if cfg.rope_scaling:  # Llama 3.1: slow down low frequencies, keep high ones, blend between
+        s = cfg.rope_scaling
+        factor, low, high = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+        old_len = s["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        smooth = ((old_len / wavelen - low) / (high - low)).clamp(0, 1)
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        scaled = torch.where(wavelen < old_len / high, inv_freq, blended)
+        return torch.where(wavelen > old_len / low, inv_freq / factor, scaled)
+    return inv_freq
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs (x_i, x_{i+d/2}): the Hugging Face layout, which the loaders convert to."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.layer, self.n_heads, self.n_kv_heads, self.head_dim = (
+            layer, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
+        self.q = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], positions: Tensor, mask: Tensor,
+                cache: KVCache | None) -> Tensor:
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = rotate(q, *rope), rotate(k, *rope)
+        if cache is not None:
+            k, v = cache.update(self.layer, positions, k, v)
+        groups = self.n_heads // self.n_kv_heads  # each kv head serves `groups` query heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.up = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.down = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))  # SwiGLU
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg, layer)
+        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], positions: Tensor, mask: Tensor,
+                cache: KVCache | None) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), rope, positions, mask, cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+
+    def hidden_states(self, tokens: Tensor, positions: Tensor | None = None,
+                      cache: KVCache | None = None) -> Tensor:
+        """Final normalised hidden states [B, T, dim] for tokens [B, T] at positions [B, T]."""
+        if positions is None:
+            positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+        angles = positions.float()[..., None] * self.inv_freq  # [B, T, D/2], in fp32 as the references
+        angles = torch.cat((angles, angles), dim=-1)[:, None]  # one angle per pair, broadcast over heads
+        x = self.embed(tokens)
+        rope = (angles.cos().to(x.dtype), angles.sin().to(x.dtype))
+        # Without a cache, the tokens attend to each other causally, by position.
+        mask = cache.mask(positions) if cache is not None else (
+            positions[:, None, None, :] <= positions[:, None, :, None])
+        for block in self.layers:
+            x = block(x, rope, positions, mask, cache)
+        return self.norm(x)
+
+    def forward(self, tokens: Tensor, positions: Tensor | None = None,
+                cache: KVCache | None = None) -> Tensor:
+        """Logits [B, T, vocab] for tokens [B, T]."""
+        return self.head(self.hidden_states(tokens, positions, cache))
