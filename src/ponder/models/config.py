@@ -55,6 +55,8 @@ class ModelConfig:
         return self.vocab_size * self.dim + self.n_layers * layer + self.dim + head
 
     def replace(self, **changes: Any) -> ModelConfig:
+        if self.head_dim == self.dim // self.n_heads and "head_dim" not in changes:
+            changes["head_dim"] = 0  # derived, so derive it again from the new sizes
         return dataclasses.replace(self, **changes)
 
     # Hugging Face config.json, both ways: the dequantized cache is a checkpoint folder that

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ GGUF_NAMES: NameTable = [
     *[(f"blk.{{i}}.ffn_{x}.weight", f"layers.{{i}}.mlp.{x}.weight") for x in ("gate", "up", "down")],
 ]
 ROPE_FREQS = "rope_freqs.weight"
+
+log = logging.getLogger(__name__)
 
 
 def open_gguf(path: Path) -> gguf.GGUFReader:
@@ -105,6 +108,7 @@ def load_gguf(path: Path) -> tuple[ModelConfig, dict[str, Tensor], Tokenizer]:
         factors = by_name.pop(ROPE_FREQS)
         cfg = cfg.replace(rope_freq_factors=tuple(dequantize(factors, path).tolist()))
     names = rename(by_name, GGUF_NAMES, str(path))
+    log.info("dequantizing %s (once: the result is cached)", path)
     tensors = {}
     for name, tensor in by_name.items():
         w = dequantize(tensor, path)

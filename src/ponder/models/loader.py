@@ -7,7 +7,6 @@ checkpoint folder (fp32 safetensors): later loads memory-map it instead of dequa
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import shutil
 import tempfile
@@ -23,9 +22,6 @@ from ponder.models.registry import ponder_home, resolve
 from ponder.models.tokenizer import Tokenizer
 from ponder.models.transformer import Transformer
 from ponder.models.weights import build_model
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class LoadedModel:
@@ -52,7 +48,6 @@ def dequantized(gguf_path: Path) -> Path:
     folder = ponder_home() / "dequantized" / f"{gguf_path.parent.name}-{key}"
     if folder.exists():
         return folder
-    log.info("dequantizing %s (once; cached in %s)", gguf_path, folder)
     cfg, tensors, tokenizer = load_gguf(gguf_path)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder.parent))

@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny random-weight configs of each family, and the real models when pulled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ponder.models.config import ModelConfig
+
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 32}
+
+# One tiny config per family; small original context so that the Llama 3 scaling bites.
+TINY = {
+    "llama3-scaled": ModelConfig(arch="llama", vocab_size=320, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                                 ffn_dim=96, rope_theta=500000.0, rope_scaling=LLAMA3_SCALING, max_seq_len=256),
+    "smollm2-tied": ModelConfig(arch="llama", vocab_size=320, dim=48, n_layers=3, n_heads=6, n_kv_heads=2,
+                                ffn_dim=128, rope_theta=1e5, tie_embeddings=True, max_seq_len=256),
+    "qwen2-bias": ModelConfig(arch="qwen2", vocab_size=320, dim=56, n_layers=2, n_heads=7, n_kv_heads=1,
+                              ffn_dim=80, norm_eps=1e-6, rope_theta=1e6, qkv_bias=True, tie_embeddings=True,
+                              max_seq_len=256),
+}
+
+
+@pytest.fixture(params=sorted(TINY))
+def tiny_config(request: pytest.FixtureRequest) -> ModelConfig:
+    return TINY[request.param]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

@@ -1,0 +1,116 @@
+"""Bad input: each mistake is a typed exception from the library and one clear line from the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import pytest
+
+from conftest import TINY
+from ponder.engine.sampling import SamplingParams
+from ponder.engine.stream import generate_tokens
+from ponder.errors import BadCheckpoint, ContextOverflow, ModelNotPulled, UnknownModel, UnsupportedModel
+from ponder.models.loader import load
+from tiny_gguf import random_model, write_tiny_gguf
+
+PONDER = str(Path(sys.executable).parent / "ponder")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PONDER_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def tiny_gguf(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.gguf"
+    write_tiny_gguf(path, random_model(TINY["smollm2-tied"]))
+    return path
+
+
+def cli_error(*args: str, home: Path) -> str:
+    """Run the CLI, expect failure, and return its single error line."""
+    done = subprocess.run([PONDER, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PONDER_HOME": str(home)})
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_truncated_gguf(tiny_gguf: Path, home: Path) -> None:
+    data = tiny_gguf.read_bytes()
+    tiny_gguf.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(BadCheckpoint, match="truncated"):
+        load(tiny_gguf)
+    assert "truncated" in cli_error("generate", str(tiny_gguf), "hi", home=home)
+
+
+def test_truncated_in_the_header(tiny_gguf: Path, home: Path) -> None:
+    tiny_gguf.write_bytes(tiny_gguf.read_bytes()[:200])
+    with pytest.raises(BadCheckpoint, match="truncated or corrupt"):
+        load(tiny_gguf)
+
+
+def test_not_a_gguf_file(tmp_path: Path, home: Path) -> None:
+    path = tmp_path / "notes.gguf"
+    path.write_text("these are not weights\n")
+    with pytest.raises(BadCheckpoint, match="not a GGUF file"):
+        load(path)
+    assert "not a GGUF file" in cli_error("generate", str(path), "hi", home=home)
+
+
+def test_unknown_architecture(tmp_path: Path, home: Path) -> None:
+    path = tmp_path / "gpt2.gguf"
+    writer = gguf.GGUFWriter(str(path), arch="gpt2")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", gguf.np.zeros((8, 4), dtype=gguf.np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(UnsupportedModel, match="architecture 'gpt2' is not supported"):
+        load(path)
+    assert "architecture 'gpt2'" in cli_error("generate", str(path), "hi", home=home)
+
+
+def test_prompt_longer_than_the_context(tiny_gguf: Path, home: Path) -> None:
+    loaded = load(tiny_gguf)
+    prompt = [5] * (loaded.config.max_seq_len - 10)
+    with pytest.raises(ContextOverflow, match="context window is 256"):
+        next(generate_tokens(loaded.model, prompt, SamplingParams(max_tokens=20)))
+    line = cli_error("generate", str(tiny_gguf), "to " * 300, "--raw", "--max-tokens", "8", home=home)
+    assert "context window" in line
+
+
+def test_unknown_model_name(home: Path) -> None:
+    with pytest.raises(UnknownModel, match="ponder models"):
+        load("gpt-17-ultra")
+    assert "unknown model 'gpt-17-ultra'" in cli_error("generate", "gpt-17-ultra", "hi", home=home)
+
+
+def test_known_model_not_pulled_yet(home: Path) -> None:
+    with pytest.raises(ModelNotPulled, match="ponder pull smollm2-135m-instruct"):
+        load("smollm2-135m-instruct")
+    assert "ponder pull" in cli_error("generate", "smollm2-135m-instruct", "hi", home=home)
+
+
+def test_wrong_tensor_shape_names_the_tensor(tiny_gguf: Path, home: Path) -> None:
+    from ponder.models.hf import read_folder
+    from ponder.models.loader import dequantized
+    from ponder.models.weights import build_model
+
+    cfg, tensors = read_folder(dequantized(tiny_gguf))
+    tensors["layers.1.mlp.up.weight"] = tensors["layers.1.mlp.up.weight"][:-1]
+    with pytest.raises(BadCheckpoint, match="'layers.1.mlp.up.weight' has shape"):
+        build_model(cfg, tensors, "test")
+    del tensors["layers.1.mlp.up.weight"]
+    with pytest.raises(BadCheckpoint, match="'layers.1.mlp.up.weight' is missing"):
+        build_model(cfg, tensors, "test")
