@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import gguf
 import pytest
 
+from cli import error_line, ponder
 from conftest import TINY
 from ponder.engine.sampling import SamplingParams
 from ponder.engine.stream import generate_tokens
 from ponder.errors import BadCheckpoint, ContextOverflow, ModelNotPulled, UnknownModel, UnsupportedModel
 from ponder.models.loader import load
 from tiny_gguf import random_model, write_tiny_gguf
-
-PONDER = str(Path(sys.executable).parent / "ponder")
-
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -34,15 +29,7 @@ def tiny_gguf(tmp_path: Path) -> Path:
 
 
 def cli_error(*args: str, home: Path) -> str:
-    """Run the CLI, expect failure, and return its single error line."""
-    done = subprocess.run([PONDER, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PONDER_HOME": str(home)})
-    assert done.returncode != 0, done.stdout
-    assert "Traceback" not in done.stderr, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
+    return error_line(ponder(*args, home=home))
 
 
 def test_truncated_gguf(tiny_gguf: Path, home: Path) -> None:

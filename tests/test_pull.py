@@ -16,14 +16,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
+from cli import error_line, ponder
 from fakes import FakeHub, Zeros, build_wheel, hub_env, pip_env, tiny_checkpoint
 
 from ponder.errors import ChecksumMismatch, ModelNotPulled, PullFailed
 from ponder.models import registry
 from ponder.models.registry import REGISTRY, ModelSource, model_dir, pull, resolve
-
-PONDER = Path(sys.executable).parent / "ponder"
-
 
 def chunk(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
@@ -85,19 +83,6 @@ def assert_nothing_left(home: Path) -> None:
     """No model folder (not even an empty one), no staging folder."""
     assert not (home / "models").exists() or not any((home / "models").iterdir())
     assert not (home / "tmp").exists() or not any((home / "tmp").iterdir())
-
-
-def ponder(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PONDER), *args], capture_output=True, text=True, env=env, timeout=120)
-
-
-def error_line(done: subprocess.CompletedProcess[str]) -> str:
-    """The CLI's error: exit status 1, no traceback, exactly one `error:` line, and it comes last."""
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert [line for line in lines if line.startswith("error:")] == lines[-1:], done.stderr
-    return lines[-1]
 
 
 # --- registry pulls through pip -----------------------------------------------------------------------

@@ -27,8 +27,10 @@ Seed = Annotated[int | None, typer.Option(help="Same seed, same tokens.")]
 
 @app.callback()
 def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and debug logs.")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s",
+    # ponder's own progress at INFO; other libraries (httpx, huggingface_hub) only when they warn.
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err, show_path=False, show_time=False)])
+    logging.getLogger("ponder").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 @app.command()

