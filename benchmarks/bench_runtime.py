@@ -34,12 +34,18 @@ def timed(fn):  # noqa: ANN001, ANN201
 
 
 def bench_ponder(name: str, prompt_tokens: int, decode_tokens: int) -> tuple[dict[str, float], list[int]]:
+    real_home = os.environ.get("PONDER_HOME")
     with tempfile.TemporaryDirectory() as home:
         (Path(home) / "models").mkdir()
         (Path(home) / "models" / name).symlink_to(model_dir(name))
         os.environ["PONDER_HOME"] = home
-        _, cold = timed(lambda: load(name))
-        loaded, warm = timed(lambda: load(name))
+        try:
+            _, cold = timed(lambda: load(name))
+            loaded, warm = timed(lambda: load(name))
+        finally:
+            os.environ.pop("PONDER_HOME")
+            if real_home is not None:
+                os.environ["PONDER_HOME"] = real_home
     ids = loaded.tokenizer.encode(PASSAGE)[:prompt_tokens]
     model = loaded.model
     with torch.inference_mode():
