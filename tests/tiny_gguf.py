@@ -90,4 +90,6 @@ def random_model(cfg: ModelConfig) -> Transformer:
         for name, p in model.named_parameters():
             if name.endswith("bias") or "norm" in name:
                 p.add_(torch.randn_like(p) * 0.1)
+            else:  # small weights, as in trained models, so that sampling has more than one likely token
+                p.normal_(0, 0.05)
     return model
