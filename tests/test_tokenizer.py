@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
+from conftest import TINY
+from ponder.models.gguf import metadata, open_gguf
+from ponder.models.tokenizer import PRE_TOKENIZERS, Tokenizer
 from reference import REAL_MODELS, llama_cpp_model, ponder_model
+from tiny_gguf import random_model, write_tiny_gguf
 
 PIECES = [
     "def f(x):\n    return x ** 2\n", "for (int i = 0; i < n; ++i) { sum += a[i]; }", "SELECT * FROM t;",
@@ -56,3 +61,15 @@ def test_chat_template_and_stop_ids(name: str) -> None:
     assert text.endswith("<|im_start|>assistant\n") and "What is 2 + 2?" in text
     im_end = tokenizer.backend.token_to_id("<|im_end|>")
     assert im_end in tokenizer.stop_ids and tokenizer.eos_id in tokenizer.stop_ids
+
+
+@pytest.mark.parametrize("pre", sorted(PRE_TOKENIZERS))
+def test_each_pre_tokenizer_splits_as_llama_cpp(pre: str, tmp_path: Path) -> None:
+    """Every pre-tokenizer ponder knows, on a small byte-level vocabulary, against llama.cpp's own."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    path = tmp_path / f"{pre}.gguf"
+    write_tiny_gguf(path, random_model(TINY["smollm2-tied"].replace(vocab_size=720)), pre=pre)
+    tokenizer = Tokenizer.from_gguf(metadata(open_gguf(path)))
+    llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    for text in varied_strings():
+        assert tokenizer.encode(text, add_bos=False) == llm.tokenize(text.encode(), add_bos=False, special=True), text

@@ -23,14 +23,17 @@ def byte_vocab(size: int) -> tuple[list[str], list[int], list[str]]:
     byte_chars = gguf.vocab.bytes_to_unicode()  # byte -> the printable symbol BPE vocabularies use
     symbols = [byte_chars[b] for b in range(256)]
     tokens, merges = SPECIALS + symbols, []
-    letters = [byte_chars[ord(c)] for c in "etaoinshr "]
-    for a in letters:
-        for b in letters:
-            if len(tokens) >= size:
-                break
-            if a + b not in tokens:
-                tokens.append(a + b)
-                merges.append(f"{a} {b}")
+    # Pairs of letters, digits, space and newline, then digit triples: enough merges that where a
+    # pre-tokenizer splits (digits one by one or in threes, spaces before words) changes the ids.
+    chars = [byte_chars[ord(c)] for c in "etaoinshr0123456789 \n"]
+    pairs = [(a, b) for a in chars for b in chars]
+    triples = [(a + b, c) for a, b, c in zip(chars[9:19], chars[10:19] + chars[9:10], chars[11:19] + chars[9:11])]
+    for a, b in pairs + triples:
+        if len(tokens) >= size:
+            break
+        if a + b not in tokens:
+            tokens.append(a + b)
+            merges.append(f"{a} {b}")
     types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))
     return tokens, types, merges
 
@@ -41,7 +44,7 @@ def permute(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def write_tiny_gguf(path: Path, model: Transformer, with_rope_freqs: bool = False,
-                    qtype: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.F32) -> None:
+                    qtype: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.F32, pre: str = "smollm") -> None:
     cfg: ModelConfig = model.cfg
     writer = gguf.GGUFWriter(str(path), arch=cfg.arch)
     writer.add_block_count(cfg.n_layers)
@@ -57,7 +60,7 @@ def write_tiny_gguf(path: Path, model: Transformer, with_rope_freqs: bool = Fals
     writer.add_value_length(cfg.head_dim)
     tokens, types, merges = byte_vocab(cfg.vocab_size)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("smollm")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)

@@ -16,7 +16,7 @@ from ponder.errors import PonderError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="ponder: make small open-weight language models think harder.")
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 Temperature = Annotated[float, typer.Option(help="0 decodes greedily.")]
@@ -40,7 +40,9 @@ def models() -> None:
 
     from ponder.models.config import preset
 
-    table = Table("name", "architecture", "parameters", "file size", "pulled", "where")
+    table = Table()
+    for column in ("name", "architecture", "parameters", "file size", "pulled", "where"):
+        table.add_column(column, overflow="fold")
     for name, source in REGISTRY.items():
         folder = model_dir(name)
         table.add_row(name, preset(source.preset).arch, f"{preset(source.preset).n_params / 1e6:,.0f}M",
