@@ -101,3 +101,9 @@ def test_wrong_tensor_shape_names_the_tensor(tiny_gguf: Path, home: Path) -> Non
     del tensors["layers.1.mlp.up.weight"]
     with pytest.raises(BadCheckpoint, match="'layers.1.mlp.up.weight' is missing"):
         build_model(cfg, tensors, "test")
+
+
+@pytest.mark.parametrize("option, value, says", [("--temperature", "-1", "temperature"), ("--top-p", "0", "top-p"),
+                                                 ("--max-tokens", "0", "max tokens")])
+def test_sampling_settings_out_of_range(option: str, value: str, says: str, tiny_gguf: Path, home: Path) -> None:
+    assert says in cli_error("generate", str(tiny_gguf), "hi", option, value, home=home)

@@ -90,3 +90,10 @@ def test_real_model_answers_through_the_cli() -> None:
     done = ponder("generate", "smollm2-135m-instruct", "What is 17 + 25?", "--max-tokens", "16")
     assert done.returncode == 0, done.stderr
     assert "17 + 25" in done.stdout  # the model's own greedy answer begins by restating the sum
+
+
+def test_cli_models_lists_the_registry(tmp_path: Path) -> None:
+    done = ponder("models", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"):
+        assert name in done.stdout

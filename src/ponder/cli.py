@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ponder.errors import PonderError
+
+if TYPE_CHECKING:  # the heavy imports (torch) wait until a command needs them
+    from ponder.engine.sampling import SamplingParams
+    from ponder.models.loader import LoadedModel
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="ponder: make small open-weight language models think harder.")
@@ -36,17 +40,17 @@ def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and debug log
 @app.command()
 def models() -> None:
     """Known models, whether they are pulled, their size and where they live."""
-    from ponder.models.registry import REGISTRY, model_dir
-
     from ponder.models.config import preset
+    from ponder.models.registry import REGISTRY, model_dir, ponder_home
 
-    table = Table()
-    for column in ("name", "architecture", "parameters", "file size", "pulled", "where"):
-        table.add_column(column, overflow="fold")
+    table = Table(caption=f"pulled models live in {ponder_home() / 'models'}")
+    table.add_column("name", no_wrap=True)
+    for column in ("architecture", "parameters", "file size", "pulled"):
+        table.add_column(column)
     for name, source in REGISTRY.items():
-        folder = model_dir(name)
-        table.add_row(name, preset(source.preset).arch, f"{preset(source.preset).n_params / 1e6:,.0f}M",
-                      f"{source.size / 1e6:,.0f} MB", "yes" if folder.exists() else "no", str(folder))
+        cfg = preset(source.preset)
+        table.add_row(name, cfg.arch, f"{cfg.n_params / 1e6:,.0f}M", f"{source.size / 1e6:,.0f} MB",
+                      "yes" if model_dir(name).exists() else "no")
     out.print(table)
 
 
@@ -71,11 +75,12 @@ def generate(
     """Generate a completion; tokens stream to the terminal."""
     from ponder.engine.sampling import SamplingParams
 
+    params = SamplingParams(temperature, top_p, 0, max_tokens, seed)  # checked before the slow load
     loaded = _load(model)
     tok = loaded.tokenizer
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     ids = tok.encode(prompt) if raw else tok.encode_chat(messages)
-    _stream(loaded, ids, SamplingParams(temperature, top_p, 0, max_tokens, seed))
+    _stream(loaded, ids, params)
 
 
 @app.command()
@@ -87,8 +92,8 @@ def chat(
     """A multi-turn chat in the terminal; an empty line or Ctrl-D ends it."""
     from ponder.engine.sampling import SamplingParams
 
-    loaded = _load(model)
     params = SamplingParams(temperature, top_p, 0, max_tokens, seed)
+    loaded = _load(model)
     messages = [{"role": "system", "content": system}] if system else []
     while True:
         try:
@@ -103,14 +108,14 @@ def chat(
         messages.append({"role": "assistant", "content": reply})
 
 
-def _load(spec: str):  # noqa: ANN202
+def _load(spec: str) -> LoadedModel:
     from ponder.models.loader import load
 
     with err.status(f"loading {spec}"):
         return load(spec)
 
 
-def _stream(loaded, ids: list[int], params) -> str:  # noqa: ANN001
+def _stream(loaded: LoadedModel, ids: list[int], params: SamplingParams) -> str:
     from ponder.engine.stream import generate_tokens
 
     tok, pieces = loaded.tokenizer, []

@@ -31,3 +31,7 @@ class ChecksumMismatch(PullFailed):
 
 class ContextOverflow(PonderError):
     """A prompt (plus the tokens asked for) does not fit the model's context window."""
+
+
+class BadParameter(PonderError):
+    """A setting outside its range (temperature, top-p, max tokens, ...)."""

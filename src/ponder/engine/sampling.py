@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ponder.errors import BadParameter
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -15,6 +17,15 @@ class SamplingParams:
     top_k: int = 0  # 0: no limit
     max_tokens: int = 256
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [(self.temperature >= 0, f"temperature must be 0 (greedy) or more, not {self.temperature}"),
+                  (0 < self.top_p <= 1, f"top-p must be in (0, 1], not {self.top_p}"),
+                  (self.top_k >= 0, f"top-k must be 0 (off) or more, not {self.top_k}"),
+                  (self.max_tokens >= 1, f"max tokens must be at least 1, not {self.max_tokens}")]
+        for ok, message in checks:
+            if not ok:
+                raise BadParameter(message)
 
 
 def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> Tensor:
