@@ -33,5 +33,5 @@ class ContextOverflow(PonderError):
     """A prompt (plus the tokens asked for) does not fit the model's context window."""
 
 
-class BadParameter(PonderError):
-    """A setting outside its range (temperature, top-p, max tokens, ...)."""
+class BadParameter(PonderError, ValueError):
+    """A setting outside its range (temperature, top-p, max tokens, ...); also a ValueError."""
