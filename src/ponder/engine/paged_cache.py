@@ -1,0 +1,54 @@
+"""One forward pass's view of the paged KV pool: where each new token writes, what each row reads."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ponder.models.config import ModelConfig
+
+
+class KVPool:
+    """Keys and values of every block, for every layer: [n_layers, n_blocks * block_size, n_kv_heads, head_dim]."""
+
+    def __init__(self, cfg: ModelConfig, n_blocks: int, block_size: int, dtype: torch.dtype):
+        shape = (cfg.n_layers, n_blocks * block_size, cfg.n_kv_heads, cfg.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype)
+        self.v = torch.zeros(shape, dtype=dtype)
+        self.block_size = block_size
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+    @staticmethod
+    def bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+        return 2 * cfg.n_layers * block_size * cfg.n_kv_heads * cfg.head_dim * torch.finfo(dtype).bits // 8
+
+    def copy_block(self, src: int, dst: int) -> None:
+        size = self.block_size
+        self.k[:, dst * size:(dst + 1) * size] = self.k[:, src * size:(src + 1) * size]
+        self.v[:, dst * size:(dst + 1) * size] = self.v[:, src * size:(src + 1) * size]
+
+
+class PagedKVCache:
+    """Implements the model's KVCache protocol over a KVPool for one batch.
+
+    write_slots [B, T]: the pool slot of each new token (padding writes to the scratch block).
+    read_slots [B, S]: the pool slots of each row's positions 0..S-1, after this step's writes.
+    lengths [B]: how many of those S positions each row really has.
+    """
+
+    def __init__(self, pool: KVPool, write_slots: Tensor, read_slots: Tensor, lengths: Tensor):
+        self.pool, self.write_slots, self.read_slots, self.lengths = pool, write_slots, read_slots, lengths
+
+    def update(self, layer: int, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        keys, values = self.pool.k[layer], self.pool.v[layer]
+        slots = self.write_slots.reshape(-1)
+        keys[slots] = k.transpose(1, 2).reshape(len(slots), *keys.shape[1:]).to(keys.dtype)
+        values[slots] = v.transpose(1, 2).reshape(len(slots), *values.shape[1:]).to(values.dtype)
+        return keys[self.read_slots].transpose(1, 2), values[self.read_slots].transpose(1, 2)
+
+    def mask(self, positions: Tensor) -> Tensor:
+        s = torch.arange(self.read_slots.shape[1])
+        return ((s <= positions[:, :, None]) & (s < self.lengths[:, None, None]))[:, None]

@@ -1,0 +1,138 @@
+"""The native engine on the fp32 reference path: batching, prefix sharing and forks change nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY
+from ponder.engine.native import NativeEngine
+from ponder.engine.protocol import Sequence
+from ponder.engine.sampling import SamplingParams
+from ponder.engine.stream import generate_tokens
+from ponder.models.loader import LoadedModel, load
+from tiny_gguf import random_model, write_tiny_gguf
+
+GREEDY = SamplingParams(max_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    folder = tmp_path_factory.mktemp("tiny")
+    path = folder / "tiny.gguf"
+    write_tiny_gguf(path, random_model(TINY["qwen2-bias"]))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PONDER_HOME", str(folder / "home"))
+        return load(path)
+
+
+def one_at_a_time(loaded: LoadedModel, prompt: list[int], n: int) -> list[int]:
+    return list(generate_tokens(loaded.model, prompt, SamplingParams(max_tokens=n), loaded.tokenizer.stop_ids))
+
+
+PROMPTS = [[5, 6, 7], list(range(10, 50)), [300, 301, 17, 18, 19, 40, 41], list(range(60, 80))]
+
+
+def test_batched_greedy_equals_one_at_a_time(tiny: LoadedModel) -> None:
+    engine = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    got = engine.sample(PROMPTS, 1, GREEDY)
+    for prompt, [seq] in zip(PROMPTS, got):
+        assert list(seq.tokens) == one_at_a_time(tiny, prompt, 12)
+
+
+def test_a_prompt_is_computed_once_for_all_its_samples(tiny: LoadedModel) -> None:
+    engine = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    prompt = list(range(10, 40))
+    engine.sample([prompt], 8, SamplingParams(temperature=1.0, max_tokens=5, seed=0))
+    assert engine.usage.prompt_tokens_computed == 30 and engine.usage.generated_tokens == 40
+    before = engine.usage.snapshot()
+    engine.sample([prompt], 4, SamplingParams(temperature=1.0, max_tokens=5, seed=1))
+    spent = engine.usage - before
+    assert spent.prompt_tokens_computed == 1 and spent.prompt_tokens_cached == 29  # only the last, for its logits
+
+
+def test_a_fork_continues_exactly_as_the_unforked_sequence(tiny: LoadedModel) -> None:
+    engine = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    root = Sequence(tuple(range(10, 23)))
+    [straight] = engine.extend([root], SamplingParams(max_tokens=14))
+    [half] = engine.extend([root], SamplingParams(max_tokens=6))
+    children = engine.extend(half.fork(3), SamplingParams(max_tokens=8))
+    for child in children:
+        assert child.tokens == straight.tokens
+        assert child.logprobs == pytest.approx(straight.logprobs, abs=1e-5)
+    assert engine.usage.prompt_tokens_cached > 0
+
+
+def test_seeded_samples_do_not_depend_on_the_batch(tiny: LoadedModel) -> None:
+    engine = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    params = SamplingParams(temperature=1.0, max_tokens=10, seed=42)
+    alone = engine.sample([PROMPTS[1]], 4, params)[0]
+    crowded = engine.sample([PROMPTS[0], PROMPTS[1], PROMPTS[2]], 4, params)[1]
+    assert [s.tokens for s in alone] == [s.tokens for s in crowded]
+    assert len({s.tokens for s in alone}) > 1  # the four samples differ from each other
+    other_seed = engine.sample([PROMPTS[1]], 4, SamplingParams(temperature=1.0, max_tokens=10, seed=43))[0]
+    assert [s.tokens for s in other_seed] != [s.tokens for s in alone]
+
+
+@torch.inference_mode()
+def test_logprobs_are_the_model_log_probabilities(tiny: LoadedModel) -> None:
+    engine = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    [[seq]] = engine.sample([PROMPTS[2]], 1, SamplingParams(temperature=0.8, max_tokens=8, seed=3))
+    logits = tiny.model(torch.tensor([list(seq.all_tokens)]))[0].log_softmax(-1)
+    start = len(seq.prompt) - 1
+    expected = [float(logits[start + i, t]) for i, t in enumerate(seq.tokens)]
+    assert list(seq.logprobs) == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_small_cache_makes_sequences_wait_not_fail(tiny: LoadedModel) -> None:
+    roomy = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    tight = NativeEngine(tiny, cache_bytes=40 * NativeEngine_block_bytes(tiny, 4), block_size=4)
+    params = SamplingParams(temperature=1.0, max_tokens=12, seed=5)
+    assert [[s.tokens for s in g] for g in tight.sample(PROMPTS, 3, params)] == \
+        [[s.tokens for s in g] for g in roomy.sample(PROMPTS, 3, params)]
+    assert tight.blocks.available == tight.blocks.n_blocks - 1  # every block is back (held by nobody)
+
+
+def NativeEngine_block_bytes(loaded: LoadedModel, block_size: int) -> int:  # noqa: N802
+    from ponder.engine.paged_cache import KVPool
+
+    return KVPool.bytes_per_block(loaded.config, block_size, torch.float32)
+
+
+def test_stop_strings_end_a_step(tiny: LoadedModel) -> None:
+    engine = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    [[free]] = engine.sample([PROMPTS[3]], 1, SamplingParams(max_tokens=20))
+    stop = free.text[len(engine.tokenizer.decode(free.tokens[:6])):][:2]  # text that first appears at token 7
+    assert stop
+    [[stopped]] = engine.sample([PROMPTS[3]], 1, SamplingParams(max_tokens=20, stop=(stop,)))
+    assert stopped.stop == stop and stopped.finish_reason == "stop" and stop in stopped.text
+    assert free.tokens[: len(stopped.tokens)] == stopped.tokens and len(stopped.tokens) < 20
+    assert stop not in engine.tokenizer.decode(stopped.tokens[:-1])
+    # Extending continues after the stop string: the next stop counts from there.
+    [more] = engine.extend([stopped], SamplingParams(max_tokens=20 - len(stopped.tokens)))
+    assert more.tokens == free.tokens
+
+
+@pytest.mark.parametrize("bad, says", [
+    (lambda: SamplingParams(temperature=-0.5), "temperature"),
+    (lambda: SamplingParams(top_p=0.0), "top-p"),
+    (lambda: SamplingParams(top_p=1.5), "top-p"),
+    (lambda: SamplingParams(stop=[3]), "stop"),
+    (lambda: SamplingParams(stop={"a": 1}), "stop"),
+])
+def test_bad_settings_are_value_errors_naming_the_parameter(bad, says: str) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match=says):
+        bad()
+
+
+def test_bad_requests_are_value_errors(tiny: LoadedModel) -> None:
+    engine = NativeEngine(tiny, cache_bytes=1 << 20, block_size=4)
+    with pytest.raises(ValueError, match="n must be"):
+        engine.sample([[1, 2]], 0, GREEDY)
+    with pytest.raises(ValueError, match="max_tokens"):
+        engine.sample([[1, 2]], 1, SamplingParams(max_tokens=tiny.config.max_seq_len))
+    small = NativeEngine(tiny, cache_bytes=10 * NativeEngine_block_bytes(tiny, 4), block_size=4)
+    with pytest.raises(ValueError, match="KV cache"):
+        small.sample([list(range(40))], 1, GREEDY)
