@@ -136,3 +136,15 @@ def test_bad_requests_are_value_errors(tiny: LoadedModel) -> None:
     small = NativeEngine(tiny, cache_bytes=10 * NativeEngine_block_bytes(tiny, 4), block_size=4)
     with pytest.raises(ValueError, match="KV cache"):
         small.sample([list(range(40))], 1, GREEDY)
+
+
+def test_real_model_batched_greedy_equals_one_at_a_time() -> None:
+    from reference import ponder_model
+
+    loaded = ponder_model("smollm2-135m-instruct")
+    engine = NativeEngine(loaded, cache_bytes=64 << 20)
+    prompts = [loaded.tokenizer.encode_chat([{"role": "user", "content": q}]) for q in
+               ("What is 17 + 25?", "Name three colours.", "Write a haiku about the sea, please, in English.")]
+    for prompt, [seq] in zip(prompts, engine.sample(prompts, 1, SamplingParams(max_tokens=24))):
+        assert list(seq.tokens) == one_at_a_time(loaded, prompt, 24)[: len(seq.tokens)]
+        assert seq.done or len(seq.tokens) == 24

@@ -1,0 +1,145 @@
+"""What every backend that computes logits itself shares: the call loop, sampling, stops, accounting.
+
+One call (`extend`) runs two kinds of forward passes. A prefill computes each distinct context once,
+however many sequences continue it (the n samples of a prompt, the children of a fork), and only the
+part the backend has not cached. Decode steps then grow every running sequence by one token, all in
+one batch whatever their lengths. Tokens are chosen here, from the logits, so that seeds, filters
+and log-probabilities mean the same on every backend. A subclass owns the keys and values: where
+they live, how a context is shared, when there is room to admit more rows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ponder.engine.protocol import ModelInfo, Sequence, Usage
+from ponder.engine.sampling import SamplingParams, find_stop, sample
+from ponder.errors import BadParameter
+
+Group = tuple[tuple[int, ...], list[int]]  # a context and the indices of the sequences that continue it
+
+
+@dataclass
+class Row:
+    """A sequence in flight: how much of it the backend holds, what it must still compute."""
+
+    seq: Sequence
+    cached: int = 0  # tokens of seq.all_tokens whose keys and values the backend holds
+    pending: tuple[int, ...] = ()  # tokens to run through the model next
+    text_start: int = 0  # len(seq.text) when the call began: stop strings count from here
+    budget: int = 0  # tokens this call may still add
+    kv: Any = None  # the backend's handle on this row's keys and values
+
+    @property
+    def stopped(self) -> bool:
+        return self.seq.done or self.budget == 0 or self.seq.stop is not None
+
+
+class BatchedGenerator(ABC):
+    info: ModelInfo
+    usage: Usage
+    decode: Callable[[tuple[int, ...]], str]
+
+    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
+        if n < 1:
+            raise BadParameter(f"n must be at least 1, not {n}")
+        roots = [Sequence(tuple(p)) for p in prompts]  # seeds follow the prompt, not its place in the batch
+        done = iter(self.extend([child for root in roots for child in root.fork(n)], params))
+        return [[next(done) for _ in range(n)] for _ in prompts]
+
+    @torch.inference_mode()
+    def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
+        for seq in sequences:
+            self._check(seq, params)
+        results = list(sequences)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, seq in enumerate(sequences):
+            if not seq.done:
+                groups.setdefault(seq.all_tokens, []).append(i)
+        waiting: list[Group] = list(groups.items())
+        running: dict[int, Row] = {}
+        while waiting or running:
+            admitted, waiting = self._admit(waiting, params, busy=bool(running))
+            if admitted:
+                running |= self._prefill(admitted, sequences, params)
+            for i in [i for i, row in running.items() if row.stopped]:
+                self._close(row := running.pop(i), keep=True)
+                results[i] = row.seq
+            if running:
+                rows = list(running.values())
+                for row, logits in zip(rows, self._forward(rows)):
+                    self._append(row, logits, params)
+        return results
+
+    def _check(self, seq: Sequence, params: SamplingParams) -> None:
+        if not seq.all_tokens:
+            raise BadParameter("a sequence needs at least one prompt token")
+        if len(seq.all_tokens) + params.max_tokens > self.info.context_length:
+            raise BadParameter(
+                f"max_tokens {params.max_tokens} after {len(seq.all_tokens)} tokens passes the context window "
+                f"of {self.info.context_length}: lower max_tokens or shorten the prompt")
+
+    def _prefill(self, admitted: list[Group], sequences: list[Sequence], params: SamplingParams) -> dict[int, Row]:
+        """Compute each context once, then start each of its sequences from the context's last logits."""
+        holders = [self._open(context, params) for context, _ in admitted]
+        for holder in holders:
+            self.usage.prompt_tokens_cached += holder.cached
+            self.usage.prompt_tokens_computed += len(holder.pending)
+        rows = {}
+        for holder, logits, (_, members) in zip(holders, self._forward(holders), admitted):
+            self._share(holder)
+            for i in members:
+                row = self._fork(holder, sequences[i], params)
+                row.text_start, row.budget = len(row.seq.text), params.max_tokens
+                self._append(row, logits, params)
+                rows[i] = row
+            self._close(holder, keep=False)
+        return rows
+
+    def _append(self, row: Row, logits: Tensor, params: SamplingParams) -> None:
+        """Choose the row's next token; note whether it ends the call."""
+        seed = row.seq.seed_for(params.seed)
+        token = int(sample(logits[None], params, [torch.Generator().manual_seed(seed) if seed is not None else None]))
+        self.usage.generated_tokens += 1
+        row.budget -= 1
+        if token in self.info.stop_ids:
+            row.seq = replace(row.seq, finish_reason="stop", stop=None, done=True)
+            return
+        seq, tokens = row.seq, row.seq.tokens + (token,)
+        text = self.decode(tokens)
+        stop = find_stop(text, params.stop, row.text_start)
+        row.seq = replace(seq, tokens=tokens, text=text, stop=stop,
+                          logprobs=seq.logprobs + (float(torch.log_softmax(logits.float(), -1)[token]),),
+                          finish_reason="stop" if stop else "length")
+        row.pending = (token,)
+
+    # --- what a backend provides ----------------------------------------------------------------
+
+    @abstractmethod
+    def _admit(self, waiting: list[Group], params: SamplingParams, busy: bool) -> tuple[list[Group], list[Group]]:
+        """The groups to start now (a group may be split) and those that wait for room."""
+
+    @abstractmethod
+    def _open(self, context: tuple[int, ...], params: SamplingParams) -> Row:
+        """A row for a context, its cached part attached and the rest (at least one token) pending."""
+
+    def _share(self, holder: Row) -> None:
+        """Make a computed context available to the rows that fork from it."""
+
+    @abstractmethod
+    def _fork(self, holder: Row, seq: Sequence, params: SamplingParams) -> Row:
+        """A row for `seq`, sharing the computed context of `holder`."""
+
+    @abstractmethod
+    def _forward(self, rows: list[Row]) -> Tensor:
+        """Run every row's pending tokens; return the logits after each row's last one [rows, vocab]."""
+
+    @abstractmethod
+    def _close(self, row: Row, keep: bool) -> None:
+        """Let go of the row's keys and values; `keep` them findable by later calls if the backend can."""
