@@ -1,0 +1,89 @@
+"""One set of tests for every Generator backend on this machine, on the real SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import pytest
+
+from ponder.engine.protocol import Generator, Sequence
+from ponder.engine.sampling import SamplingParams
+from reference import ponder_model
+
+MODEL = "smollm2-135m-instruct"
+QUESTIONS = ["What is 17 + 25?", "List three fruits, one per line, and nothing else."]
+
+
+def make_native() -> Generator:
+    from ponder.engine.native import NativeEngine
+
+    return NativeEngine(ponder_model(MODEL), cache_bytes=256 << 20)
+
+
+def make_llamacpp() -> Generator:
+    pytest.importorskip("llama_cpp")
+    from ponder.engine.llamacpp import LlamaCppEngine
+    from ponder.models.registry import resolve
+
+    ponder_model(MODEL)  # skips when the model is not pulled
+    return LlamaCppEngine(resolve(MODEL), n_ctx=4096)
+
+
+BACKENDS = {"native": make_native, "llama.cpp": make_llamacpp}
+
+
+@pytest.fixture(scope="module", params=sorted(BACKENDS))
+def generator(request: pytest.FixtureRequest) -> Generator:
+    return BACKENDS[request.param]()
+
+
+def chat(generator: Generator, question: str) -> list[int]:
+    return ponder_model(MODEL).tokenizer.encode_chat([{"role": "user", "content": question}])
+
+
+def test_model_facts(generator: Generator) -> None:
+    assert abs(generator.info.n_params - 134.5e6) / 134.5e6 < 0.01
+    assert generator.info.context_length >= 2048 and generator.info.stop_ids
+
+
+def test_n_samples_per_prompt(generator: Generator) -> None:
+    prompts = [chat(generator, q) for q in QUESTIONS]
+    before = generator.usage.snapshot()
+    out = generator.sample(prompts, 3, SamplingParams(temperature=0.8, max_tokens=24, seed=0))
+    spent = generator.usage - before
+    assert [len(group) for group in out] == [3, 3]
+    for prompt, group in zip(prompts, out):
+        for seq in group:
+            assert seq.prompt == tuple(prompt) and 0 < len(seq.tokens) <= 24
+            assert len(seq.logprobs) == len(seq.tokens) and all(lp <= 0 for lp in seq.logprobs)
+            assert seq.finish_reason in ("stop", "length") and seq.text
+    assert spent.generated_tokens >= sum(len(s.tokens) for g in out for s in g)
+    assert spent.prompt_tokens_computed + spent.prompt_tokens_cached == sum(len(p) for p in prompts)
+
+
+def test_same_seed_same_tokens(generator: Generator) -> None:
+    prompt = chat(generator, QUESTIONS[1])
+    params = SamplingParams(temperature=1.0, max_tokens=16, seed=11)
+    first = [s.tokens for s in generator.sample([prompt], 4, params)[0]]
+    assert first == [s.tokens for s in generator.sample([prompt], 4, params)[0]]
+    other = SamplingParams(temperature=1.0, max_tokens=16, seed=12)
+    assert first != [s.tokens for s in generator.sample([prompt], 4, other)[0]]
+
+
+def test_stepwise_extension_with_a_stop_string(generator: Generator) -> None:
+    prompt = chat(generator, QUESTIONS[1])
+    [[whole]] = generator.sample([prompt], 1, SamplingParams(max_tokens=30))
+    seq, steps = Sequence(tuple(prompt)), []
+    while not seq.done and len(seq.tokens) < len(whole.tokens):
+        [seq] = generator.extend([seq], SamplingParams(max_tokens=30 - len(seq.tokens), stop=("\n",)))
+        steps.append(seq)
+    assert len(steps) >= 2 and all(s.stop == "\n" for s in steps[:-1])
+    assert seq.tokens == whole.tokens[: len(seq.tokens)] and seq.text.startswith(steps[0].text)
+
+
+def test_fork_continues_as_the_unforked_sequence(generator: Generator) -> None:
+    root = Sequence(tuple(chat(generator, QUESTIONS[0])))
+    [straight] = generator.extend([root], SamplingParams(max_tokens=10))
+    [half] = generator.extend([root], SamplingParams(max_tokens=4))
+    before = generator.usage.snapshot()
+    children = generator.extend(half.fork(3), SamplingParams(max_tokens=6))
+    assert all(child.tokens == straight.tokens for child in children)
+    assert (generator.usage - before).prompt_tokens_cached >= len(root.prompt)  # the past was not recomputed
