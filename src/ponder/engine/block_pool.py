@@ -37,6 +37,7 @@ class BlockPool:
         self.table: dict[bytes, int] = {}  # key -> block
         self.key_of: dict[int, bytes] = {}  # block -> key, for blocks in the table
         self.idle: OrderedDict[int, None] = OrderedDict()  # in the table, held by nobody: evictable, oldest first
+        self.peak_held = 0  # most blocks held at once: for memory reports
 
     @property
     def available(self) -> int:
@@ -51,6 +52,7 @@ class BlockPool:
         else:
             raise CacheFull("no free KV cache block")
         self.refs[block] = 1
+        self.peak_held = max(self.peak_held, self.n_blocks - 1 - self.available)
         return block
 
     def hold(self, block: int) -> None:

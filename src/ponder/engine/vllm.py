@@ -1,0 +1,70 @@
+"""The vLLM backend (offline `LLM` API) for GPU machines.
+
+vLLM batches everything handed to one `generate` call and caches shared prefixes itself (automatic
+prefix caching), so `extend` passes all sequences at once as token-id prompts. Per-sequence seeds
+keep samples independent of the batch, as on the other backends. A checkpoint folder made by ponder
+(the dequantized cache of a GGUF file) loads here unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ponder.engine.protocol import ModelInfo, Sequence, Usage
+from ponder.engine.sampling import SamplingParams, find_stop
+from ponder.errors import BadParameter, PonderError
+from ponder.models.tokenizer import Tokenizer
+
+
+class VLLMEngine:
+    def __init__(self, folder: str | Path, tokenizer: Tokenizer, info: ModelInfo, **llm_args: Any):
+        try:
+            import vllm
+        except ImportError:
+            raise PonderError("the vLLM backend needs vllm on a GPU machine: pip install vllm") from None
+        self.vllm = vllm
+        self.llm = vllm.LLM(model=str(folder), enable_prefix_caching=True, **llm_args)
+        self.tokenizer, self.info = tokenizer, info
+        self.usage = Usage()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
+        if n < 1:
+            raise BadParameter(f"n must be at least 1, not {n}")
+        flat = self.extend([child for p in prompts for child in Sequence(tuple(p)).fork(n)], params)
+        return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
+        todo = [s for s in sequences if not s.done]
+        for seq in todo:
+            if len(seq.all_tokens) + params.max_tokens > self.info.context_length:
+                raise BadParameter(f"max_tokens {params.max_tokens} after {len(seq.all_tokens)} tokens passes the "
+                                   f"context window of {self.info.context_length}")
+        requests = [{"prompt_token_ids": list(s.all_tokens)} for s in todo]
+        settings = [self.vllm.SamplingParams(
+            temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1, min_p=params.min_p,
+            max_tokens=params.max_tokens, seed=s.seed_for(params.seed), stop=list(params.stop),
+            include_stop_str_in_output=True, logprobs=0) for s in todo]
+        outputs = iter(self.llm.generate(requests, settings, use_tqdm=False))
+        return [s if s.done else self._grown(s, next(outputs), params) for s in sequences]
+
+    def _grown(self, seq: Sequence, output: Any, params: SamplingParams) -> Sequence:
+        completion = output.outputs[0]
+        ids = list(completion.token_ids)
+        logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs or [], ids)]
+        cached = int(getattr(output, "num_cached_tokens", 0) or 0)
+        self.usage.prompt_tokens_computed += len(seq.all_tokens) - cached
+        self.usage.prompt_tokens_cached += cached
+        self.usage.generated_tokens += len(ids)
+        done = bool(ids) and ids[-1] in self.info.stop_ids
+        if done:
+            ids, logprobs = ids[:-1], logprobs[:-1]
+        tokens = seq.tokens + tuple(ids)
+        text = self.tokenizer.decode(tokens)
+        stop = find_stop(text, params.stop, len(seq.text))
+        return replace(seq, tokens=tokens, logprobs=seq.logprobs + tuple(logprobs), text=text, stop=stop,
+                       done=done, finish_reason="stop" if stop or done else "length")
