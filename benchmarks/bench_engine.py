@@ -1,6 +1,6 @@
 """The native engine against llama.cpp (through ponder's llama.cpp backend), side by side in one run.
 
-    .venv/bin/python benchmarks/bench_engine.py [--model qwen2.5-coder-0.5b-instruct] [--threads 2]
+    .venv/bin/python benchmarks/bench_engine.py [--model qwen2.5-coder-0.5b-instruct] [--threads 2] [--fp32]
 
 Workloads: n = 16 samples of one 120-token prompt (128 new tokens each); n = 1; a beam-search-shaped
 job (16 beams, 8 steps of about 40 tokens; keep 4, fork each into 4). Prints tokens/s, the ratio,
@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from ponder.engine import int8_linear
 from ponder.engine.llamacpp import LlamaCppEngine
 from ponder.engine.native import NativeEngine
 from ponder.engine.protocol import Generator, Sequence
@@ -61,12 +62,13 @@ def main() -> None:
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--fp32", action="store_true", help="the exact fp32 path instead of the int8 fast path")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     loaded = load(args.model)
     prompt = loaded.tokenizer.encode(PASSAGE)[:120]
 
-    native = NativeEngine(loaded)
+    native = NativeEngine(loaded, int8=not args.fp32)
     results = {"native": {"n=16": sampling(native, prompt, 16, args.new_tokens)}}
     native_peak_blocks = native.blocks.peak_held  # the n = 16 job alone
     results["native"] |= {"n=1": sampling(native, prompt, 1, args.new_tokens), "beam": beam_shaped(native, prompt)}
@@ -75,7 +77,8 @@ def main() -> None:
     results["llama.cpp"] = {"n=16": sampling(llama, prompt, 16, args.new_tokens),
                             "n=1": sampling(llama, prompt, 1, args.new_tokens), "beam": beam_shaped(llama, prompt)}
 
-    table = Table(args.model, "native", "llama.cpp", "native / llama.cpp", title=f"{args.threads} threads")
+    path = "fp32" if args.fp32 else ("int8" if int8_linear.available() else "fp32 (no int8 kernel here)")
+    table = Table(args.model, f"native {path}", "llama.cpp", "native / llama.cpp", title=f"{args.threads} threads")
     for job in ("n=16", "n=1"):
         ours, ref = results["native"][job], results["llama.cpp"][job]
         table.add_row(f"{job}: generated tokens/s", f"{ours['tokens/s']:.1f}", f"{ref['tokens/s']:.1f}",

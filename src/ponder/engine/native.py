@@ -8,12 +8,14 @@ and one that could never fit is refused with a clear error.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ponder.engine import int8_linear
 from ponder.engine.batched import BatchedGenerator, Group, Row
 from ponder.engine.block_pool import SCRATCH, BlockPool
 from ponder.engine.paged_cache import KVPool, PagedKVCache
@@ -33,8 +35,13 @@ class _Blocks:
 
 class NativeEngine(BatchedGenerator):
     def __init__(self, loaded: LoadedModel, cache_bytes: int = DEFAULT_CACHE_BYTES, block_size: int = 16,
-                 dtype: torch.dtype = torch.float32, name: str = "native"):
-        self.model, self.tokenizer = loaded.model.to(dtype), loaded.tokenizer
+                 dtype: torch.dtype = torch.float32, int8: bool = False, name: str = "native"):
+        """`int8`: the fast path (int8 weights, see `int8_linear`) where this CPU allows; fp32 is exact."""
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        if dtype != self.model.embed.weight.dtype or int8:
+            self.model = copy.deepcopy(self.model).to(dtype)  # the caller's model stays as it was
+        if int8 and int8_linear.available():
+            int8_linear.quantize_model(self.model)
         cfg = self.model.cfg
         self.blocks = BlockPool(cache_bytes // KVPool.bytes_per_block(cfg, block_size, dtype), block_size)
         self.kv = KVPool(cfg, self.blocks.n_blocks, block_size, dtype)

@@ -60,11 +60,13 @@ def sample(logits: Tensor, params: SamplingParams,
     """One token id per row of logits [B, vocab]; one generator for all rows, or one per row."""
     if params.temperature <= 0:
         return logits.argmax(-1)
-    probs = filter_logits(logits, params).softmax(-1)
-    if not isinstance(generators, list):
-        return torch.multinomial(probs, 1, generator=generators).squeeze(-1)
-    # A generator per row: each sequence's draws depend on its own seed only, not on its batch.
-    return torch.cat([torch.multinomial(p[None], 1, generator=g)[0] for p, g in zip(probs, generators)])
+    cdf = filter_logits(logits, params).softmax(-1).cumsum(-1)
+    # Inverse-CDF draws: one uniform number per row (torch.multinomial draws one per vocabulary entry:
+    # 4 ms a row for a 152k vocabulary here). A generator per row makes each sequence's draws depend
+    # on its own seed only, not on its batch.
+    rows = generators if isinstance(generators, list) else [generators] * len(cdf)
+    u = torch.cat([torch.rand(1, generator=g) for g in rows]) * cdf[:, -1]
+    return torch.searchsorted(cdf, u[:, None], right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
 
 
 def find_stop(text: str, stops: tuple[str, ...], start: int) -> str | None:
