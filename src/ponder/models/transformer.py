@@ -84,9 +84,8 @@ class Attention(nn.Module):
         q, k = rotate(q, *rope), rotate(k, *rope)
         if cache is not None:
             k, v = cache.update(self.layer, positions, k, v)
-        groups = self.n_heads // self.n_kv_heads  # each kv head serves `groups` query heads
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # Each kv head serves n_heads / n_kv_heads query heads (grouped-query attention).
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
 
