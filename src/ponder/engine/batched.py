@@ -18,9 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ponder.engine.protocol import ModelInfo, Sequence, Usage
+from ponder.engine.protocol import ModelInfo, Sequence, Usage, check_fits, sample_by_extending
 from ponder.engine.sampling import SamplingParams, find_stop, sample
-from ponder.errors import BadParameter
 
 Group = tuple[tuple[int, ...], list[int]]  # a context and the indices of the sequences that continue it
 
@@ -47,11 +46,7 @@ class BatchedGenerator(ABC):
     decode: Callable[[tuple[int, ...]], str]
 
     def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
-        if n < 1:
-            raise BadParameter(f"n must be at least 1, not {n}")
-        roots = [Sequence(tuple(p)) for p in prompts]  # seeds follow the prompt, not its place in the batch
-        done = iter(self.extend([child for root in roots for child in root.fork(n)], params))
-        return [[next(done) for _ in range(n)] for _ in prompts]
+        return sample_by_extending(self, prompts, n, params)
 
     @torch.inference_mode()
     def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
@@ -78,12 +73,7 @@ class BatchedGenerator(ABC):
         return results
 
     def _check(self, seq: Sequence, params: SamplingParams) -> None:
-        if not seq.all_tokens:
-            raise BadParameter("a sequence needs at least one prompt token")
-        if len(seq.all_tokens) + params.max_tokens > self.info.context_length:
-            raise BadParameter(
-                f"max_tokens {params.max_tokens} after {len(seq.all_tokens)} tokens passes the context window "
-                f"of {self.info.context_length}: lower max_tokens or shorten the prompt")
+        check_fits(self.info, seq, params)
 
     def _prefill(self, admitted: list[Group], sequences: list[Sequence], params: SamplingParams) -> dict[int, Row]:
         """Compute each context once, then start each of its sequences from the context's last logits."""

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from ponder.engine.protocol import ModelInfo, Sequence, Usage
+from ponder.engine.protocol import ModelInfo, Sequence, Usage, check_fits, sample_by_extending
 from ponder.engine.sampling import SamplingParams, find_stop
-from ponder.errors import BadParameter, PonderError
+from ponder.errors import PonderError
 from ponder.models.tokenizer import Tokenizer
 
 
@@ -36,16 +36,11 @@ class OpenAIHTTPEngine:
         return self.tokenizer.encode(text)
 
     def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
-        if n < 1:
-            raise BadParameter(f"n must be at least 1, not {n}")
-        flat = self.extend([child for p in prompts for child in Sequence(tuple(p)).fork(n)], params)
-        return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
+        return sample_by_extending(self, prompts, n, params)
 
     def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
         for seq in sequences:
-            if len(seq.all_tokens) + params.max_tokens > self.info.context_length:
-                raise BadParameter(f"max_tokens {params.max_tokens} after {len(seq.all_tokens)} tokens passes the "
-                                   f"context window of {self.info.context_length}")
+            check_fits(self.info, seq, params)
         with ThreadPoolExecutor(self.parallel) as pool:
             return list(pool.map(lambda s: s if s.done else self._extend_one(s, params), sequences))
 

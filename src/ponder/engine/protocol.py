@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ponder.engine.sampling import SamplingParams
+from ponder.errors import BadParameter
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,23 @@ class Generator(Protocol):
     def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
         """Grow every sequence until a stop string, end of generation or params.max_tokens more tokens."""
         ...
+
+
+def sample_by_extending(generator: Generator, prompts: list[list[int]], n: int,
+                        params: SamplingParams) -> list[list[Sequence]]:
+    """`sample` for any backend: n forks of each prompt, extended together."""
+    if n < 1:
+        raise BadParameter(f"n must be at least 1, not {n}")
+    roots = [Sequence(tuple(p)) for p in prompts]  # seeds follow the prompt, not its place in the batch
+    flat = generator.extend([child for root in roots for child in root.fork(n)], params)
+    return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+def check_fits(info: ModelInfo, seq: Sequence, params: SamplingParams) -> None:
+    """A ValueError unless the sequence plus max_tokens fits the context window."""
+    if not seq.all_tokens:
+        raise BadParameter("a sequence needs at least one prompt token")
+    if len(seq.all_tokens) + params.max_tokens > info.context_length:
+        raise BadParameter(
+            f"max_tokens {params.max_tokens} after {len(seq.all_tokens)} tokens passes the context window "
+            f"of {info.context_length}: lower max_tokens or shorten the prompt")

@@ -12,9 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ponder.engine.protocol import ModelInfo, Sequence, Usage
+from ponder.engine.protocol import ModelInfo, Sequence, Usage, check_fits, sample_by_extending
 from ponder.engine.sampling import SamplingParams, find_stop
-from ponder.errors import BadParameter, PonderError
+from ponder.errors import PonderError
 from ponder.models.tokenizer import Tokenizer
 
 
@@ -33,17 +33,12 @@ class VLLMEngine:
         return self.tokenizer.encode(text)
 
     def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
-        if n < 1:
-            raise BadParameter(f"n must be at least 1, not {n}")
-        flat = self.extend([child for p in prompts for child in Sequence(tuple(p)).fork(n)], params)
-        return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
+        return sample_by_extending(self, prompts, n, params)
 
     def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
         todo = [s for s in sequences if not s.done]
         for seq in todo:
-            if len(seq.all_tokens) + params.max_tokens > self.info.context_length:
-                raise BadParameter(f"max_tokens {params.max_tokens} after {len(seq.all_tokens)} tokens passes the "
-                                   f"context window of {self.info.context_length}")
+            check_fits(self.info, seq, params)
         requests = [{"prompt_token_ids": list(s.all_tokens)} for s in todo]
         settings = [self.vllm.SamplingParams(
             temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1, min_p=params.min_p,
