@@ -38,10 +38,12 @@ class NativeEngine(BatchedGenerator):
                  dtype: torch.dtype = torch.float32, int8: bool = False, name: str = "native"):
         """`int8`: the fast path (int8 weights, see `int8_linear`) where this CPU allows; fp32 is exact."""
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
-        if dtype != self.model.embed.weight.dtype or int8:
+        if dtype != self.model.embed.weight.dtype:
             self.model = copy.deepcopy(self.model).to(dtype)  # the caller's model stays as it was
         if int8 and int8_linear.available():
-            int8_linear.quantize_model(self.model)
+            # New modules over the same weights (no copy of them): swapping layers leaves the caller's model alone.
+            shared = {id(t): t for t in [*self.model.parameters(), *self.model.buffers()]}
+            self.model = int8_linear.quantize_model(copy.deepcopy(self.model, memo=shared))
         cfg = self.model.cfg
         self.blocks = BlockPool(cache_bytes // KVPool.bytes_per_block(cfg, block_size, dtype), block_size)
         self.kv = KVPool(cfg, self.blocks.n_blocks, block_size, dtype)
