@@ -88,14 +88,14 @@ def test_logprobs_are_the_model_log_probabilities(tiny: LoadedModel) -> None:
 
 def test_a_small_cache_makes_sequences_wait_not_fail(tiny: LoadedModel) -> None:
     roomy = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
-    tight = NativeEngine(tiny, cache_bytes=40 * NativeEngine_block_bytes(tiny, 4), block_size=4)
+    tight = NativeEngine(tiny, cache_bytes=40 * block_bytes(tiny, 4), block_size=4)
     params = SamplingParams(temperature=1.0, max_tokens=12, seed=5)
     assert [[s.tokens for s in g] for g in tight.sample(PROMPTS, 3, params)] == \
         [[s.tokens for s in g] for g in roomy.sample(PROMPTS, 3, params)]
     assert tight.blocks.available == tight.blocks.n_blocks - 1  # every block is back (held by nobody)
 
 
-def NativeEngine_block_bytes(loaded: LoadedModel, block_size: int) -> int:  # noqa: N802
+def block_bytes(loaded: LoadedModel, block_size: int) -> int:
     from ponder.engine.paged_cache import KVPool
 
     return KVPool.bytes_per_block(loaded.config, block_size, torch.float32)
@@ -133,7 +133,7 @@ def test_bad_requests_are_value_errors(tiny: LoadedModel) -> None:
         engine.sample([[1, 2]], 0, GREEDY)
     with pytest.raises(ValueError, match="max_tokens"):
         engine.sample([[1, 2]], 1, SamplingParams(max_tokens=tiny.config.max_seq_len))
-    small = NativeEngine(tiny, cache_bytes=10 * NativeEngine_block_bytes(tiny, 4), block_size=4)
+    small = NativeEngine(tiny, cache_bytes=10 * block_bytes(tiny, 4), block_size=4)
     with pytest.raises(ValueError, match="KV cache"):
         small.sample([list(range(40))], 1, GREEDY)
 
