@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ponder.engine.protocol import ModelInfo, Sequence, Usage, check_fits, sample_by_extending
+from ponder.engine.protocol import ModelInfo, Sequence, Usage, SamplesByExtending, check_fits
 from ponder.engine.sampling import SamplingParams, find_stop, sample
 
 Group = tuple[tuple[int, ...], list[int]]  # a context and the indices of the sequences that continue it
@@ -40,13 +40,10 @@ class Row:
         return self.seq.done or self.budget == 0 or self.seq.stop is not None
 
 
-class BatchedGenerator(ABC):
+class BatchedGenerator(SamplesByExtending, ABC):
     info: ModelInfo
     usage: Usage
     decode: Callable[[tuple[int, ...]], str]
-
-    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
-        return sample_by_extending(self, prompts, n, params)
 
     @torch.inference_mode()
     def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:

@@ -52,9 +52,6 @@ class NativeEngine(BatchedGenerator):
         self.decode = self.tokenizer.decode
         self.promised = 0  # blocks reserved for rows in flight, not yet allocated
 
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
     # --- admission ----------------------------------------------------------------------------
 
     def _check(self, seq: Sequence, params: SamplingParams) -> None:

@@ -17,13 +17,13 @@ from typing import Any
 
 import httpx
 
-from ponder.engine.protocol import ModelInfo, Sequence, Usage, check_fits, sample_by_extending
+from ponder.engine.protocol import ModelInfo, Sequence, Usage, SamplesByExtending, check_fits
 from ponder.engine.sampling import SamplingParams, find_stop
 from ponder.errors import PonderError
 from ponder.models.tokenizer import Tokenizer
 
 
-class OpenAIHTTPEngine:
+class OpenAIHTTPEngine(SamplesByExtending):
     def __init__(self, base_url: str, model: str, tokenizer: Tokenizer, info: ModelInfo, api_key: str | None = None,
                  keeps_stop_strings: bool = False, parallel: int = 8, timeout: float = 600.0):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -31,12 +31,6 @@ class OpenAIHTTPEngine:
         self.model, self.tokenizer, self.info = model, tokenizer, info
         self.keeps_stop_strings, self.parallel = keeps_stop_strings, parallel
         self.usage = Usage()
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
-    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
-        return sample_by_extending(self, prompts, n, params)
 
     def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
         for seq in sequences:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from ponder.engine.sampling import SamplingParams
 from ponder.errors import BadParameter
+from ponder.models.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,21 @@ class Generator(Protocol):
         ...
 
 
-def sample_by_extending(generator: Generator, prompts: list[list[int]], n: int,
-                        params: SamplingParams) -> list[list[Sequence]]:
-    """`sample` for any backend: n forks of each prompt, extended together."""
-    if n < 1:
-        raise BadParameter(f"n must be at least 1, not {n}")
-    roots = [Sequence(tuple(p)) for p in prompts]  # seeds follow the prompt, not its place in the batch
-    flat = generator.extend([child for root in roots for child in root.fork(n)], params)
-    return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
+class SamplesByExtending:
+    """`sample` and `encode` for a backend that grows sequences with `extend` and holds a ponder Tokenizer."""
+
+    tokenizer: Tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
+        """n forks of each prompt, extended together."""
+        if n < 1:
+            raise BadParameter(f"n must be at least 1, not {n}")
+        roots = [Sequence(tuple(p)) for p in prompts]  # seeds follow the prompt, not its place in the batch
+        flat = self.extend([child for root in roots for child in root.fork(n)], params)  # type: ignore[attr-defined]
+        return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
 def check_fits(info: ModelInfo, seq: Sequence, params: SamplingParams) -> None:

@@ -12,13 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ponder.engine.protocol import ModelInfo, Sequence, Usage, check_fits, sample_by_extending
+from ponder.engine.protocol import ModelInfo, Sequence, Usage, SamplesByExtending, check_fits
 from ponder.engine.sampling import SamplingParams, find_stop
 from ponder.errors import PonderError
 from ponder.models.tokenizer import Tokenizer
 
 
-class VLLMEngine:
+class VLLMEngine(SamplesByExtending):
     def __init__(self, folder: str | Path, tokenizer: Tokenizer, info: ModelInfo, **llm_args: Any):
         try:
             import vllm
@@ -28,12 +28,6 @@ class VLLMEngine:
         self.llm = vllm.LLM(model=str(folder), enable_prefix_caching=True, **llm_args)
         self.tokenizer, self.info = tokenizer, info
         self.usage = Usage()
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
-    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
-        return sample_by_extending(self, prompts, n, params)
 
     def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
         todo = [s for s in sequences if not s.done]
