@@ -63,6 +63,9 @@ class Tokenizer:
     def token_text(self, token_id: int) -> str | None:
         return self.backend.id_to_token(token_id)
 
+    def _text(self, token_id: int | None) -> str | None:
+        return None if token_id is None else self.token_text(token_id)
+
     def encode(self, text: str, special: bool = True, add_bos: bool | None = None) -> list[int]:
         """Token ids; `special` parses control tokens such as <|im_start|> written in the text."""
         self.backend.encode_special_tokens = not special
@@ -92,10 +95,9 @@ class Tokenizer:
         env.globals["raise_exception"] = _raise
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
-        text = lambda i: self.token_text(i) if i is not None else ""  # noqa: E731
         return env.from_string(self.chat_template).render(
             messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=text(self.bos_id), eos_token=text(self.eos_id))
+            bos_token=self._text(self.bos_id) or "", eos_token=self._text(self.eos_id) or "")
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         return self.encode(self.render_chat(messages), special=True)
@@ -153,9 +155,8 @@ class Tokenizer:
     def save(self, folder: Path) -> None:
         """Write tokenizer.json, tokenizer_config.json and generation_config.json."""
         self.backend.save(str(folder / "tokenizer.json"))
-        text = lambda i: self.token_text(i) if i is not None else None  # noqa: E731
-        settings = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": text(self.bos_id),
-                    "eos_token": text(self.eos_id), "add_bos_token": self.add_bos,
+        settings = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": self._text(self.bos_id),
+                    "eos_token": self._text(self.eos_id), "add_bos_token": self.add_bos,
                     "chat_template": self.chat_template}
         (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=1))
         generation = {"bos_token_id": self.bos_id, "eos_token_id": sorted(self.stop_ids)}
