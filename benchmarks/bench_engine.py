@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from ponder.engine import int8_linear
+from ponder.engine import cpu_kernels
 from ponder.engine.llamacpp import LlamaCppEngine
 from ponder.engine.native import NativeEngine
 from ponder.engine.protocol import Generator, Sequence
@@ -77,7 +77,7 @@ def main() -> None:
     results["llama.cpp"] = {"n=16": sampling(llama, prompt, 16, args.new_tokens),
                             "n=1": sampling(llama, prompt, 1, args.new_tokens), "beam": beam_shaped(llama, prompt)}
 
-    path = "fp32" if args.fp32 else ("int8" if int8_linear.available() else "fp32 (no int8 kernel here)")
+    path = "fp32" if args.fp32 else ("int8" if cpu_kernels.available() else "fp32 (no int8 kernel here)")
     table = Table(args.model, f"native {path}", "llama.cpp", "native / llama.cpp", title=f"{args.threads} threads")
     for job in ("n=16", "n=1"):
         ours, ref = results["native"][job], results["llama.cpp"][job]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ponder.engine import int8_linear
+from ponder.engine import cpu_kernels, int8_linear
 from ponder.engine.native import NativeEngine
 from ponder.engine.sampling import SamplingParams
 from reference import REAL_MODELS, ponder_model
 
-pytestmark = pytest.mark.skipif(not int8_linear.available(), reason="no AVX2/FMA or no compiler for the int8 kernel")
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no AVX2/FMA or no compiler for the int8 kernel")
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8, 17])
@@ -21,8 +21,7 @@ def test_int8_linear_is_close_to_fp32(batch: int, bias: bool) -> None:
     expected = linear(x)
     # The kernel must equal its own definition: int8 weights times per-row scales, in fp32.
     fast = int8_linear.Int8Linear(linear)
-    dequantized = fast.weight.float() * fast.scale[:, None]
-    torch.testing.assert_close(fast(x), torch.nn.functional.linear(x, dequantized, linear.bias), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast(x), torch.nn.functional.linear(x, fast.dequantized(), linear.bias), atol=1e-5, rtol=1e-5)
     assert (fast(x) - expected).abs().max() < 0.02 * expected.abs().max()
 
 
@@ -44,3 +43,21 @@ def test_greedy_tokens_agree_with_the_reference(name: str) -> None:
         total += len(seq.tokens)
     print(f"{name}: int8 fast path agrees on {agree} of {total} greedy tokens")
     assert agree / total >= 0.95
+
+
+@pytest.mark.parametrize("lengths", [[1], [5, 17, 33], [40, 40]])
+def test_decode_attention_kernel_equals_sdpa_over_gathered_blocks(lengths: list[int]) -> None:
+    torch.manual_seed(0)
+    heads, kv_heads, dim, slots = 14, 2, 64, 256
+    pool_k, pool_v = torch.randn(slots, kv_heads, dim), torch.randn(slots, kv_heads, dim)
+    width = max(lengths)
+    # Each row's positions live in scattered slots, as blocks do; padding points at slot 0.
+    read = torch.stack([torch.cat([torch.randperm(slots)[:n], torch.zeros(width - n, dtype=torch.long)])
+                        for n in lengths])
+    q = torch.randn(len(lengths), heads, dim)
+    got = cpu_kernels.load().decode_attention(q, pool_k, pool_v, read, torch.tensor(lengths), dim ** -0.5)
+    visible = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q[:, :, None], pool_k[read].transpose(1, 2), pool_v[read].transpose(1, 2),
+        attn_mask=visible[:, None, None, :], enable_gqa=True)[:, :, 0]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

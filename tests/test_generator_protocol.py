@@ -131,3 +131,15 @@ def test_fork_continues_as_the_unforked_sequence(generator: Generator) -> None:
     assert all(child.tokens == straight.tokens for child in children), (straight.text, [c.text for c in children], straight.tokens, [c.tokens for c in children], half.tokens)
     if SHARES_PROMPTS[generator.kind]:
         assert (generator.usage - before).prompt_tokens_cached >= len(root.prompt)  # the past was not recomputed
+
+
+def test_chat_prompts_and_top_logprobs(generator: Generator) -> None:
+    messages = [{"role": "user", "content": QUESTIONS[0]}]
+    assert generator.encode_chat(messages) == chat(generator, QUESTIONS[0])
+    [seq] = generator.extend([Sequence(tuple(chat(generator, QUESTIONS[0])))],
+                             SamplingParams(max_tokens=6, top_logprobs=5))
+    assert len(seq.top_logprobs) == len(seq.tokens) > 0
+    for token, logprob, top in zip(seq.tokens, seq.logprobs, seq.top_logprobs):
+        assert 1 <= len(top) <= 5 and list(top.values()) == sorted(top.values(), reverse=True)
+        assert next(iter(top)) == token  # greedy: the chosen token is the likeliest
+        assert abs(top[token] - logprob) < 1e-3

@@ -11,7 +11,6 @@ they live, how a context is shared, when there is room to admit more rows.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -43,7 +42,6 @@ class Row:
 class BatchedGenerator(SamplesByExtending, ABC):
     info: ModelInfo
     usage: Usage
-    decode: Callable[[tuple[int, ...]], str]
 
     @torch.inference_mode()
     def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
@@ -101,9 +99,13 @@ class BatchedGenerator(SamplesByExtending, ABC):
         seq, tokens = row.seq, row.seq.tokens + (token,)
         text = self.decode(tokens)
         stop = find_stop(text, params.stop, row.text_start)
-        row.seq = replace(seq, tokens=tokens, text=text, stop=stop,
-                          logprobs=seq.logprobs + (float(torch.log_softmax(logits.float(), -1)[token]),),
-                          finish_reason="stop" if stop else "length")
+        logprobs = torch.log_softmax(logits.float(), -1)
+        top = seq.top_logprobs
+        if params.top_logprobs:
+            values, ids = logprobs.topk(params.top_logprobs)
+            top += (dict(zip(ids.tolist(), values.tolist())),)
+        row.seq = replace(seq, tokens=tokens, text=text, stop=stop, logprobs=seq.logprobs + (float(logprobs[token]),),
+                          top_logprobs=top, finish_reason="stop" if stop else "length")
         row.pending = (token,)
 
     # --- what a backend provides ----------------------------------------------------------------

@@ -10,6 +10,7 @@ backend; llama.cpp computes the logits.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from ponder.engine.batched import BatchedGenerator, Group, Row
 from ponder.engine.protocol import ModelInfo, Sequence, Usage
 from ponder.engine.sampling import SamplingParams
 from ponder.errors import BadParameter, PonderError
+from ponder.models.gguf import metadata, open_gguf
+from ponder.models.tokenizer import Tokenizer
 
 
 class LlamaCppEngine(BatchedGenerator):
@@ -30,7 +33,7 @@ class LlamaCppEngine(BatchedGenerator):
             import llama_cpp
         except ImportError:
             raise PonderError("the llama.cpp backend needs llama-cpp-python: pip install 'ponder[llamacpp]'") from None
-        self.lib = llama_cpp
+        self.lib, self.path = llama_cpp, Path(model_path)
         # A Llama object loads the model and tokenizer; ponder makes its own multi-sequence context.
         self.llm = llama_cpp.Llama(str(model_path), n_ctx=32, n_threads=n_threads, verbose=False)
         params = llama_cpp.llama_context_default_params()
@@ -57,6 +60,11 @@ class LlamaCppEngine(BatchedGenerator):
 
     def decode(self, tokens: tuple[int, ...]) -> str:
         return self.llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
+    @functools.cached_property
+    def tokenizer(self) -> Tokenizer:
+        """ponder's tokenizer from the same file: for chat templates (its tokens equal llama.cpp's, tested)."""
+        return Tokenizer.from_gguf(metadata(open_gguf(self.path)))
 
     def close(self) -> None:
         if self.ctx:

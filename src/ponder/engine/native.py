@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ponder.engine import int8_linear
+from ponder.engine import cpu_kernels, int8_linear
 from ponder.engine.batched import BatchedGenerator, Group, Row
 from ponder.engine.block_pool import SCRATCH, BlockPool
 from ponder.engine.paged_cache import KVPool, PagedKVCache
@@ -36,20 +36,22 @@ class _Blocks:
 class NativeEngine(BatchedGenerator):
     def __init__(self, loaded: LoadedModel, cache_bytes: int = DEFAULT_CACHE_BYTES, block_size: int = 16,
                  dtype: torch.dtype = torch.float32, int8: bool = False, name: str = "native"):
-        """`int8`: the fast path (int8 weights, see `int8_linear`) where this CPU allows; fp32 is exact."""
+        """`int8`: the fast path where this CPU allows (int8 weights, see `int8_linear`, and the decode
+        attention kernel, see `paged_cache`); fp32 is exact."""
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.fast = int8 and cpu_kernels.available()
         if dtype != self.model.embed.weight.dtype:
             self.model = copy.deepcopy(self.model).to(dtype)  # the caller's model stays as it was
-        if int8 and int8_linear.available():
+        if self.fast:
             # New modules over the same weights (no copy of them): swapping layers leaves the caller's model alone.
             shared = {id(t): t for t in [*self.model.parameters(), *self.model.buffers()]}
             self.model = int8_linear.quantize_model(copy.deepcopy(self.model, memo=shared))
         cfg = self.model.cfg
+        self.decode_kernel = self.fast and dtype == torch.float32 and cfg.head_dim % 8 == 0
         self.blocks = BlockPool(cache_bytes // KVPool.bytes_per_block(cfg, block_size, dtype), block_size)
         self.kv = KVPool(cfg, self.blocks.n_blocks, block_size, dtype)
         self.info = ModelInfo(name, cfg.n_params, cfg.max_seq_len, loaded.tokenizer.stop_ids)
         self.usage = Usage()
-        self.decode = self.tokenizer.decode
         self.promised = 0  # blocks reserved for rows in flight, not yet allocated
 
     # --- admission ----------------------------------------------------------------------------
@@ -140,7 +142,8 @@ class NativeEngine(BatchedGenerator):
         for b, r in enumerate(rows):
             slots = (torch.tensor(r.kv.ids)[:, None] * size + torch.arange(size)).reshape(-1)
             reads[b, : int(lengths[b])] = slots[: int(lengths[b])]
-        hidden = self.model.hidden_states(tokens, positions, PagedKVCache(self.kv, writes, reads, lengths))
+        hidden = self.model.hidden_states(tokens, positions, PagedKVCache(self.kv, writes, reads, lengths,
+                                                                           self.decode_kernel))
         last = torch.tensor([len(r.pending) - 1 for r in rows])
         for r in rows:
             r.cached, r.pending = r.cached + len(r.pending), ()

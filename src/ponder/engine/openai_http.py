@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from ponder.engine.protocol import ModelInfo, Sequence, Usage, SamplesByExtending, check_fits
+from ponder.engine.protocol import ModelInfo, SamplesByExtending, Sequence, Usage, check_fits, likeliest
 from ponder.engine.sampling import SamplingParams, find_stop
 from ponder.errors import PonderError
 from ponder.models.tokenizer import Tokenizer
@@ -42,7 +42,7 @@ class OpenAIHTTPEngine(SamplesByExtending):
         body: dict[str, Any] = {
             "model": self.model, "prompt": self.tokenizer.decode(seq.all_tokens), "n": 1,
             "max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
-            "logprobs": 1, "return_tokens_as_token_ids": True, "seed": seq.seed_for(params.seed),
+            "logprobs": max(1, params.top_logprobs), "return_tokens_as_token_ids": True, "seed": seq.seed_for(params.seed),
             # Neutral values where servers have opinions of their own (llama.cpp: top-k 40, min-p 0.05,
             # repeat penalty 1.1): the same settings mean the same sampling on every backend.
             "top_k": params.top_k, "min_p": params.min_p, "repeat_penalty": 1.0, "repetition_penalty": 1.0,
@@ -51,13 +51,14 @@ class OpenAIHTTPEngine(SamplesByExtending):
             body |= {"stop": list(params.stop), "include_stop_str_in_output": True}
         choice, usage = self._post(body)
         ids, logprobs, pieces = self._tokens(choice)
+        top = self._top_logprobs(choice, params.top_logprobs)
         stop = find_stop("".join(pieces), params.stop, 0)
         if stop:  # keep the tokens up to the one that completes the stop string
             text = ""
             for k, piece in enumerate(pieces):
                 text += piece
                 if stop in text:
-                    ids, logprobs = ids[: k + 1], logprobs[: k + 1]
+                    ids, logprobs, top = ids[: k + 1], logprobs[: k + 1], top[: k + 1]
                     break
         tokens = seq.tokens + tuple(ids)
         done = stop is None and choice.get("finish_reason") == "stop"  # the model ended it
@@ -65,7 +66,8 @@ class OpenAIHTTPEngine(SamplesByExtending):
         self.usage.prompt_tokens_cached += _cached(usage)
         self.usage.generated_tokens += usage.get("completion_tokens", len(ids))
         return replace(seq, tokens=tokens, logprobs=seq.logprobs + tuple(logprobs), text=self.tokenizer.decode(tokens),
-                       stop=stop, done=done, finish_reason="stop" if stop or done else "length")
+                       top_logprobs=seq.top_logprobs + tuple(top), stop=stop, done=done,
+                       finish_reason="stop" if stop or done else "length")
 
     def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
@@ -90,6 +92,21 @@ class OpenAIHTTPEngine(SamplesByExtending):
             return [p[0] for p in pieces], [float(v) for v in values], list(names)
         ids = self.tokenizer.encode(choice["text"], special=False, add_bos=False)
         return ids, [], [self.tokenizer.decode([i]) for i in ids]  # no trustworthy per-token logprobs
+
+
+    def _top_logprobs(self, choice: dict[str, Any], k: int) -> list[dict[int, float]]:
+        """The k likeliest tokens at each step, by id (pieces the tokenizer cannot map to one id are left out)."""
+        if not k:
+            return []
+        steps = (choice.get("logprobs") or {}).get("top_logprobs") or []
+        return [likeliest(((i, float(v)) for name, v in (step or {}).items() if (i := self._id(name)) is not None), k)
+                for step in steps]
+
+    def _id(self, name: str) -> int | None:
+        if name.startswith("token_id:"):
+            return int(name.removeprefix("token_id:"))
+        ids = self.tokenizer.encode(name, special=False, add_bos=False)
+        return ids[0] if len(ids) == 1 else None
 
 
 def _cached(usage: dict[str, Any]) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from ponder.engine import cpu_kernels
 from ponder.models.config import ModelConfig
 
 
@@ -37,18 +39,31 @@ class PagedKVCache:
     write_slots [B, T]: the pool slot of each new token (padding writes to the scratch block).
     read_slots [B, S]: the pool slots of each row's positions 0..S-1, after this step's writes.
     lengths [B]: how many of those S positions each row really has.
+    decode_kernel: decode steps (one new token per row) attend with ponder's kernel, which reads the
+    blocks in place, instead of gathering every row's keys and values for PyTorch's attention.
     """
 
-    def __init__(self, pool: KVPool, write_slots: Tensor, read_slots: Tensor, lengths: Tensor):
+    def __init__(self, pool: KVPool, write_slots: Tensor, read_slots: Tensor, lengths: Tensor,
+                 decode_kernel: bool = False):
         self.pool, self.write_slots, self.read_slots, self.lengths = pool, write_slots, read_slots, lengths
+        self.decode_kernel = decode_kernel
 
-    def update(self, layer: int, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def begin(self, positions: Tensor) -> None:
+        self.decoding = positions.shape[1] == 1
+        width = self.read_slots.shape[1]
+        self.mask = None
+        if not (self.decoding and bool((self.lengths == width).all())):  # else every slot is visible
+            s = torch.arange(width)
+            self.mask = ((s <= positions[:, :, None]) & (s < self.lengths[:, None, None]))[:, None]
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         keys, values = self.pool.k[layer], self.pool.v[layer]
         slots = self.write_slots.reshape(-1)
         keys[slots] = k.transpose(1, 2).reshape(len(slots), *keys.shape[1:]).to(keys.dtype)
         values[slots] = v.transpose(1, 2).reshape(len(slots), *values.shape[1:]).to(values.dtype)
-        return keys[self.read_slots].transpose(1, 2), values[self.read_slots].transpose(1, 2)
-
-    def mask(self, positions: Tensor) -> Tensor:
-        s = torch.arange(self.read_slots.shape[1])
-        return ((s <= positions[:, :, None]) & (s < self.lengths[:, None, None]))[:, None]
+        if self.decoding and self.decode_kernel:
+            y = cpu_kernels.load().decode_attention(q[:, :, 0].contiguous(), keys, values, self.read_slots,
+                                                     self.lengths, q.shape[-1] ** -0.5)
+            return y[:, :, None]
+        keys, values = keys[self.read_slots].transpose(1, 2), values[self.read_slots].transpose(1, 2)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.mask, enable_gqa=True)

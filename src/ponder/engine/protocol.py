@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
 from typing import Protocol
 
 from ponder.engine.sampling import SamplingParams
@@ -22,6 +23,7 @@ class Sequence:
     prompt: tuple[int, ...]
     tokens: tuple[int, ...] = ()  # generated after the prompt, over all calls so far
     logprobs: tuple[float, ...] = ()  # the model's log-probability of each generated token
+    top_logprobs: tuple[dict[int, float], ...] = ()  # per generated token, when asked: the k likeliest ids
     text: str = ""  # the generated tokens, decoded
     finish_reason: str | None = None  # why the last call ended: "stop" (end of generation or a stop string), "length"
     stop: str | None = None  # the stop string that ended the last call, if one did
@@ -75,6 +77,12 @@ class Generator(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
 
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt for a chat, rendered with the model's template, ready for the assistant's turn."""
+        ...
+
+    def decode(self, tokens: tuple[int, ...]) -> str: ...
+
     def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
         """n finished completions for each prompt (the prompt is computed once for all n)."""
         ...
@@ -92,6 +100,12 @@ class SamplesByExtending:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
 
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        return self.tokenizer.encode_chat(messages)
+
+    def decode(self, tokens: tuple[int, ...]) -> str:
+        return self.tokenizer.decode(tokens)
+
     def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
         """n forks of each prompt, extended together."""
         if n < 1:
@@ -99,6 +113,11 @@ class SamplesByExtending:
         roots = [Sequence(tuple(p)) for p in prompts]  # seeds follow the prompt, not its place in the batch
         flat = self.extend([child for root in roots for child in root.fork(n)], params)  # type: ignore[attr-defined]
         return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+def likeliest(logprobs: Iterable[tuple[int, float]], k: int) -> dict[int, float]:
+    """The k likeliest (token id, log-probability) pairs, likeliest first."""
+    return dict(sorted(logprobs, key=lambda item: -item[1])[:k])
 
 
 def check_fits(info: ModelInfo, seq: Sequence, params: SamplingParams) -> None:

@@ -20,6 +20,7 @@ class SamplingParams:
     seed: int | None = None
     min_p: float = 0.0  # drop tokens below min_p x the top token's probability
     stop: tuple[str, ...] = ()  # stop after the token that completes one of these strings
+    top_logprobs: int = 0  # also return the k most likely tokens at each step, with their log-probabilities
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -31,7 +32,8 @@ class SamplingParams:
                   (0 < self.top_p <= 1, f"top-p must be in (0, 1], not {self.top_p}"),
                   (self.top_k >= 0, f"top-k must be 0 (off) or more, not {self.top_k}"),
                   (0 <= self.min_p < 1, f"min-p must be in [0, 1), not {self.min_p}"),
-                  (self.max_tokens >= 1, f"max tokens must be at least 1, not {self.max_tokens}")]
+                  (self.max_tokens >= 1, f"max tokens must be at least 1, not {self.max_tokens}"),
+                  (0 <= self.top_logprobs <= 20, f"top_logprobs must be in [0, 20], not {self.top_logprobs}")]
         for ok, message in checks:
             if not ok:
                 raise BadParameter(message)

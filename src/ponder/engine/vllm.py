@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ponder.engine.protocol import ModelInfo, Sequence, Usage, SamplesByExtending, check_fits
+from ponder.engine.protocol import ModelInfo, SamplesByExtending, Sequence, Usage, check_fits, likeliest
 from ponder.engine.sampling import SamplingParams, find_stop
 from ponder.errors import PonderError
 from ponder.models.tokenizer import Tokenizer
@@ -37,23 +37,27 @@ class VLLMEngine(SamplesByExtending):
         settings = [self.vllm.SamplingParams(
             temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1, min_p=params.min_p,
             max_tokens=params.max_tokens, seed=s.seed_for(params.seed), stop=list(params.stop),
-            include_stop_str_in_output=True, logprobs=0) for s in todo]
+            include_stop_str_in_output=True, logprobs=params.top_logprobs) for s in todo]
         outputs = iter(self.llm.generate(requests, settings, use_tqdm=False))
         return [s if s.done else self._grown(s, next(outputs), params) for s in sequences]
 
     def _grown(self, seq: Sequence, output: Any, params: SamplingParams) -> Sequence:
         completion = output.outputs[0]
         ids = list(completion.token_ids)
-        logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs or [], ids)]
+        steps = completion.logprobs or []
+        logprobs = [float(step[token].logprob) for step, token in zip(steps, ids)]
+        top = [likeliest(((i, float(p.logprob)) for i, p in step.items()), params.top_logprobs)
+               for step in steps] if params.top_logprobs else []
         cached = int(getattr(output, "num_cached_tokens", 0) or 0)
         self.usage.prompt_tokens_computed += len(seq.all_tokens) - cached
         self.usage.prompt_tokens_cached += cached
         self.usage.generated_tokens += len(ids)
         done = bool(ids) and ids[-1] in self.info.stop_ids
         if done:
-            ids, logprobs = ids[:-1], logprobs[:-1]
+            ids, logprobs, top = ids[:-1], logprobs[:-1], top[:-1]
         tokens = seq.tokens + tuple(ids)
         text = self.tokenizer.decode(tokens)
         stop = find_stop(text, params.stop, len(seq.text))
         return replace(seq, tokens=tokens, logprobs=seq.logprobs + tuple(logprobs), text=text, stop=stop,
+                       top_logprobs=seq.top_logprobs + tuple(top),
                        done=done, finish_reason="stop" if stop or done else "length")

@@ -7,6 +7,7 @@ cache for trees of sequences; this one serves single-stream generation and the t
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ponder.models.config import ModelConfig
@@ -21,16 +22,17 @@ class DenseKVCache:
         self.max_len = max_len
         self.length = 0  # slots in use: attention reads no further
 
-    def update(self, layer: int, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        rows = torch.arange(k.shape[0], device=k.device)[:, None]
-        # Advanced indexing puts the indexed dims first: [B, T, Hkv, D].
-        self.k[layer][rows, :, positions] = k.transpose(1, 2).to(self.k.dtype)
-        self.v[layer][rows, :, positions] = v.transpose(1, 2).to(self.v.dtype)
-        return self.k[layer, :, :, : self.length], self.v[layer, :, :, : self.length]
-
-    def mask(self, positions: Tensor) -> Tensor:
+    def begin(self, positions: Tensor) -> None:
         if int(positions.max()) >= self.max_len:
             raise ValueError(f"position {int(positions.max())} is past the cache's {self.max_len} slots")
         self.length = max(self.length, int(positions.max()) + 1)
-        slots = torch.arange(self.length, device=positions.device)
-        return (slots <= positions[:, :, None])[:, None]
+        self.positions = positions
+        self.mask = (torch.arange(self.length, device=positions.device) <= positions[:, :, None])[:, None]
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        rows = torch.arange(k.shape[0], device=k.device)[:, None]
+        # Advanced indexing puts the indexed dims first: [B, T, Hkv, D].
+        self.k[layer][rows, :, self.positions] = k.transpose(1, 2).to(self.k.dtype)
+        self.v[layer][rows, :, self.positions] = v.transpose(1, 2).to(self.v.dtype)
+        keys, values = self.k[layer, :, :, : self.length], self.v[layer, :, :, : self.length]
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.mask, enable_gqa=True)

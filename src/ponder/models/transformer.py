@@ -18,14 +18,16 @@ from ponder.models.config import ModelConfig
 
 
 class KVCache(Protocol):
-    """Where attention keeps keys and values between forward calls (see `models.kv_cache`)."""
+    """Where attention keeps keys and values between forward calls, and how it reads them back
+    (see `models.kv_cache`; the engine brings a paged one)."""
 
-    def update(self, layer: int, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store k, v [B, Hkv, T, D] at positions [B, T]; return this layer's keys and values [B, Hkv, S, D]."""
+    def begin(self, positions: Tensor) -> None:
+        """A forward pass over new tokens at positions [B, T] starts."""
         ...
 
-    def mask(self, positions: Tensor) -> Tensor:
-        """Which of the S cached slots each query at positions [B, T] may attend to: bool [B, 1, T, S]."""
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Store the new tokens' k, v [B, Hkv, T, D]; return the attention of q [B, H, T, D] over each
+        row's keys and values up to each query's position: [B, H, T, D]."""
         ...
 
 
@@ -36,9 +38,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()  # normalise in fp32 whatever the weights' dtype, as the references do
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        # x / sqrt(mean(x^2) + eps), in fp32 whatever the weights' dtype, as the references do.
+        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
 
 
 def rope_inv_freq(cfg: ModelConfig) -> Tensor:
@@ -59,10 +60,13 @@ def rope_inv_freq(cfg: ModelConfig) -> Tensor:
     return inv_freq
 
 
-def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs (x_i, x_{i+d/2}): the Hugging Face layout, which the loaders convert to."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+def rotate(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """Rotate pairs (x_i, x_{i+d/2}): the Hugging Face layout, which the loaders convert to.
+
+    x * cos + (-x2, x1) * sin, with the minus sign folded into `signed_sin` = (-sin, sin): rolling x by
+    half its width gives (x2, x1).
+    """
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 class Attention(nn.Module):
@@ -75,17 +79,16 @@ class Attention(nn.Module):
         self.v = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.o = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], positions: Tensor, mask: Tensor,
-                cache: KVCache | None) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None, cache: KVCache | None) -> Tensor:
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = rotate(q, *rope), rotate(k, *rope)
         if cache is not None:
-            k, v = cache.update(self.layer, positions, k, v)
-        # Each kv head serves n_heads / n_kv_heads query heads (grouped-query attention).
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+            y = cache.attend(self.layer, q, k, v)
+        else:  # each kv head serves n_heads / n_kv_heads query heads (grouped-query attention)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -108,9 +111,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], positions: Tensor, mask: Tensor,
-                cache: KVCache | None) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), rope, positions, mask, cache)
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None, cache: KVCache | None) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), rope, mask, cache)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -132,14 +134,16 @@ class Transformer(nn.Module):
         if positions is None:
             positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
         angles = positions.float()[..., None] * self.inv_freq  # [B, T, D/2], in fp32 as the references
-        angles = torch.cat((angles, angles), dim=-1)[:, None]  # one angle per pair, broadcast over heads
+        cos, sin = angles.cos()[:, None], angles.sin()[:, None]  # broadcast over heads
         x = self.embed(tokens)
-        rope = (angles.cos().to(x.dtype), angles.sin().to(x.dtype))
-        # Without a cache, the tokens attend to each other causally, by position.
-        mask = cache.mask(positions) if cache is not None else (
-            positions[:, None, None, :] <= positions[:, None, :, None])
+        rope = (torch.cat((cos, cos), dim=-1).to(x.dtype), torch.cat((-sin, sin), dim=-1).to(x.dtype))
+        mask = None
+        if cache is not None:
+            cache.begin(positions)
+        else:  # the tokens attend to each other, causally by position
+            mask = positions[:, None, None, :] <= positions[:, None, :, None]
         for block in self.layers:
-            x = block(x, rope, positions, mask, cache)
+            x = block(x, rope, mask, cache)
         return self.norm(x)
 
     def forward(self, tokens: Tensor, positions: Tensor | None = None,

@@ -1,0 +1,99 @@
+"""Problems with reference answers and checkers: reasoning-gym datasets, HumanEval, the user's JSONL.
+
+`load_tasks` turns a task-set spec, as a user types it, into tasks:
+
+    humaneval                        HumanEval's 164 problems (a seeded sample of `size`)
+    my_questions.jsonl               the user's own file (a seeded sample of `size`)
+    gsm_symbolic                     `size` questions of any reasoning-gym dataset
+    chain_sum:terms=3,digits=2       ... with config fields set ("terms=3" sets min_terms and max_terms)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from ponder.errors import BadParameter
+from ponder.tasks.answers import (
+    MATH_SYSTEM_PROMPT,
+    answers_equivalent,
+    extract_answer,
+    normalize_answer,
+    numbers_equal,
+)
+from ponder.tasks.base import Task
+from ponder.tasks.humaneval import HumanEvalTask, load_humaneval
+from ponder.tasks.jsonl import JsonlTask, load_jsonl
+from ponder.tasks.reasoning_gym import (
+    FIND_NAMES,
+    ReasoningGymTask,
+    chain_sum_ladder,
+    load_reasoning_gym,
+    reasoning_gym_names,
+)
+
+__all__ = [
+    "MATH_SYSTEM_PROMPT",
+    "HumanEvalTask",
+    "JsonlTask",
+    "ReasoningGymTask",
+    "Task",
+    "answers_equivalent",
+    "chain_sum_ladder",
+    "extract_answer",
+    "load_humaneval",
+    "load_jsonl",
+    "load_reasoning_gym",
+    "load_tasks",
+    "normalize_answer",
+    "numbers_equal",
+]
+
+T = TypeVar("T")
+
+
+def load_tasks(spec: str, size: int, seed: int) -> list[Task]:
+    """The tasks a spec names (see the module docstring): `size` of them, chosen by `seed`."""
+    if size < 1:
+        raise BadParameter(f"size must be at least 1, not {size}")
+    if spec.lower() == "humaneval":
+        return _sample(load_humaneval(), size, seed)
+    if spec.lower().endswith(".jsonl"):
+        return _sample(load_jsonl(spec), size, seed)
+    name, _, settings = spec.partition(":")
+    if name in reasoning_gym_names():
+        return load_reasoning_gym(name, size, seed, **_parse_settings(spec, settings))
+    raise BadParameter(
+        f"unknown task set {spec!r}: use humaneval, a .jsonl file of questions, or a reasoning-gym "
+        f"dataset name such as gsm_symbolic (list them with {FIND_NAMES})"
+    )
+
+
+def _sample(tasks: Sequence[T], size: int, seed: int) -> list[T]:
+    """`size` of the tasks chosen by `seed`, in their original order; all of them if there are no more."""
+    if size >= len(tasks):
+        return list(tasks)
+    return [tasks[i] for i in sorted(random.Random(seed).sample(range(len(tasks)), size))]
+
+
+def _parse_settings(spec: str, settings: str) -> dict[str, Any]:
+    """ "terms=3,digits=2" -> {"terms": 3, "digits": 2}: ints, floats and true/false become values."""
+    parsed: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in settings.split(","))):
+        key, eq, value = (s.strip() for s in item.partition("="))
+        if not eq or not key:
+            raise BadParameter(f"bad setting {item!r} in {spec!r}: write name:key=value,key=value")
+        parsed[key] = _value(value)
+    return parsed
+
+
+def _value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
