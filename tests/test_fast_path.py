@@ -10,7 +10,7 @@ from ponder.engine.native import NativeEngine
 from ponder.engine.sampling import SamplingParams
 from reference import REAL_MODELS, ponder_model
 
-pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no AVX2/FMA or no compiler for the int8 kernel")
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no AVX2/FMA or no compiler for ponder's kernels")
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8, 17])
@@ -21,7 +21,8 @@ def test_int8_linear_is_close_to_fp32(batch: int, bias: bool) -> None:
     expected = linear(x)
     # The kernel must equal its own definition: int8 weights times per-row scales, in fp32.
     fast = int8_linear.Int8Linear(linear)
-    torch.testing.assert_close(fast(x), torch.nn.functional.linear(x, fast.dequantized(), linear.bias), atol=1e-5, rtol=1e-5)
+    expected_exactly = torch.nn.functional.linear(x, fast.dequantized(), linear.bias)
+    torch.testing.assert_close(fast(x), expected_exactly, atol=1e-5, rtol=1e-5)
     assert (fast(x) - expected).abs().max() < 0.02 * expected.abs().max()
 
 

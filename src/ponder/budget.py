@@ -83,5 +83,9 @@ class Budget:
         return max(shares, default=0.0)
 
     @property
+    def has_limits(self) -> bool:
+        return any(getattr(self, u) is not None for u in LIMIT_UNITS)
+
+    @property
     def exhausted(self) -> bool:
         return self.fraction_used() >= 1.0

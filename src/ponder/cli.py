@@ -15,6 +15,8 @@ from rich.table import Table
 from ponder.errors import PonderError
 
 if TYPE_CHECKING:  # the heavy imports (torch) wait until a command needs them
+    from rich.tree import Tree
+
     from ponder.engine.sampling import SamplingParams
     from ponder.models.loader import LoadedModel
 
@@ -106,6 +108,76 @@ def chat(
         out.print("ponder> ", end="")
         reply = _stream(loaded, loaded.tokenizer.encode_chat(messages), params)
         messages.append({"role": "assistant", "content": reply})
+
+
+@app.command()
+def solve(
+    question: Annotated[str, typer.Argument(help="The question to think hard about.")],
+    model: Annotated[str, typer.Option(help="Model name, hf:ORG/REPO, .gguf file or checkpoint folder.")] = "",
+    strategy: Annotated[str, typer.Option(help="greedy, majority, bon, weighted_bon, beam, lookahead, dvts, "
+                                               "revisions.")] = "majority",
+    n: Annotated[int, typer.Option(help="Samples, beams or attempts.")] = 8,
+    verifier: Annotated[str | None, typer.Option(help="checker, arithmetic, generative, generative-outcome, "
+                                                      "code; needed by bon, beam, lookahead, dvts.")] = None,
+    answer: Annotated[str | None, typer.Option(help="The right answer, if you know it: reports whether "
+                                                    "ponder got it.")] = None,
+    backend: Annotated[str, typer.Option(help="native, native-fp32 or llamacpp.")] = "native",
+    temperature: Temperature = 0.4, max_tokens: MaxTokens = 512, seed: Seed = 0,
+    budget_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens in all.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+    tree: Annotated[bool, typer.Option(help="Print the search tree (beam, lookahead, dvts).")] = False,
+) -> None:
+    """Answer a question with test-time compute: a strategy, a verifier and a budget."""
+    import json
+
+    from ponder.budget import Budget
+    from ponder.engine.backends import open_generator
+    from ponder.models.registry import DEFAULT_MODEL
+    from ponder.search import make_strategy
+    from ponder.search import solve as run_search
+    from ponder.tasks.answers import math_messages
+    from ponder.tasks.jsonl import JsonlTask
+
+    settings = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+    make_strategy(strategy, n, **settings)  # bad settings fail before the slow load
+    budget = Budget(tokens=budget_tokens)
+    task = JsonlTask("question", math_messages(question), answer or "")
+    with err.status(f"loading {model or DEFAULT_MODEL}"):
+        generator = open_generator(model or DEFAULT_MODEL, backend)
+    with err.status(f"{strategy}, n = {n}: thinking") as status:
+        result = run_search(generator, task, strategy, n, verifier, budget,
+                            progress=lambda message: status.update(f"{strategy}, n = {n}: {message}"), **settings)
+    if as_json:
+        out.print_json(json.dumps(result.to_dict()))
+        return
+    if tree and result.tree:
+        out.print(_render_tree(result.tree))
+    table = Table(title=f"{len(result.candidates)} candidates")
+    for column in ("answer", "score", "tokens", "ending"):
+        table.add_column(column)
+    for c in result.candidates[:16]:
+        ending = c.text.strip().splitlines()[-1][:70] if c.text.strip() else ""
+        table.add_row(str(c.answer), f"{c.score:.2f}", str(c.tokens), escape(ending))
+    out.print(table)
+    spend = result.spend
+    out.print(f"spent {spend.generated_tokens} generated + {spend.prompt_tokens_computed} prompt "
+              f"({spend.prompt_tokens_cached} cached) + {spend.verifier_tokens} verifier tokens, "
+              f"{spend.flops / 1e12:.2f} TFLOPs, {spend.seconds:.1f} s")
+    verdict = "" if answer is None else ("  (right)" if task.check(result.answer) else f"  (wrong: {answer})")
+    out.print(f"[bold]answer: {escape(str(result.answer))}[/bold]{verdict}")
+
+
+def _render_tree(nodes: list) -> Tree:
+    from rich.tree import Tree
+
+    root = Tree("question")
+    branches = {}
+    for node in nodes:
+        style = {"pruned": "dim", "finished": "bold green"}.get(node.state, "")
+        label = f"[{style}]{escape(node.text.strip()[:70])}  ({node.score:.2f})[/{style}]" if style else \
+            f"{escape(node.text.strip()[:70])}  ({node.score if node.score is not None else 0:.2f})"
+        branches[node.id] = (branches[node.parent] if node.parent is not None else root).add(label)
+    return root
 
 
 def _load(spec: str) -> LoadedModel:

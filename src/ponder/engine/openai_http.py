@@ -42,7 +42,8 @@ class OpenAIHTTPEngine(SamplesByExtending):
         body: dict[str, Any] = {
             "model": self.model, "prompt": self.tokenizer.decode(seq.all_tokens), "n": 1,
             "max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
-            "logprobs": max(1, params.top_logprobs), "return_tokens_as_token_ids": True, "seed": seq.seed_for(params.seed),
+            "logprobs": max(1, params.top_logprobs), "return_tokens_as_token_ids": True,
+            "seed": seq.seed_for(params.seed),
             # Neutral values where servers have opinions of their own (llama.cpp: top-k 40, min-p 0.05,
             # repeat penalty 1.1): the same settings mean the same sampling on every backend.
             "top_k": params.top_k, "min_p": params.min_p, "repeat_penalty": 1.0, "repetition_penalty": 1.0,

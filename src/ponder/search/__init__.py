@@ -1,0 +1,66 @@
+"""Search strategies on the Generator and Verifier protocols, all under one Budget (see `base`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ponder.budget import Budget
+from ponder.engine.protocol import Generator
+from ponder.errors import BadParameter
+from ponder.search.base import Sampling, Search, SearchResult
+from ponder.search.beam import BeamSearch
+from ponder.search.best_of_n import BestOfN
+from ponder.search.dvts import DVTS
+from ponder.search.lookahead import LookaheadSearch
+from ponder.search.majority import MajorityVote
+from ponder.search.revise import Revisions
+from ponder.tasks.base import Task
+from ponder.verify import make_verifier
+
+
+class Strategy(Protocol):
+    name: str
+
+    def run(self, search: Search) -> SearchResult: ...
+
+
+STRATEGIES: dict[str, tuple[type, dict[str, Any]]] = {
+    "greedy": (MajorityVote, {"n": 1, "sampling_temperature": 0.0}),
+    "majority": (MajorityVote, {}),
+    "bon": (BestOfN, {}),
+    "weighted_bon": (BestOfN, {"weighted": True}),
+    "beam": (BeamSearch, {}),
+    "lookahead": (LookaheadSearch, {}),
+    "dvts": (DVTS, {}),
+    "revisions": (Revisions, {}),
+}
+SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "step_tokens", "seed")
+
+
+def make_strategy(name: str, n: int | None = None, **settings: Any) -> Strategy:
+    """A strategy by name with budget n; settings are its fields or sampling ones (temperature, ...)."""
+    if name not in STRATEGIES:
+        raise BadParameter(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
+    cls, preset = STRATEGIES[name]
+    merged = {**preset, **{k: v for k, v in settings.items() if v is not None}}
+    sampling = {k.removeprefix("sampling_"): merged.pop(k) for k in list(merged)
+                if k.removeprefix("sampling_") in SAMPLING_FIELDS}
+    if n is not None and name != "greedy":
+        merged["n"] = n
+    try:
+        return cls(sampling=Sampling(**sampling), **merged)
+    except TypeError as e:
+        raise BadParameter(f"strategy {name}: {e}") from None
+
+
+def solve(generator: Generator, task: Task, strategy: str = "majority", n: int | None = None,
+          verifier: str | None = None, budget: Budget | None = None,
+          progress: Callable[[str], None] | None = None, **settings: Any) -> SearchResult:
+    """One task, one strategy: the verifier (by name) judges with the policy itself where it needs a model."""
+    chosen = make_strategy(strategy, n, **settings)  # bad settings fail before any work
+    judge = make_verifier(verifier, generator) if verifier else None
+    return chosen.run(Search(generator, task, budget, judge, progress=progress))
+
+
+__all__ = ["STRATEGIES", "Sampling", "Search", "SearchResult", "Strategy", "make_strategy", "solve"]

@@ -1,0 +1,32 @@
+"""Verifiers: a score for every step of a candidate (see `base`)."""
+
+from __future__ import annotations
+
+from ponder.engine.protocol import Generator
+from ponder.errors import BadParameter
+from ponder.verify.base import Verifier
+
+VERIFIERS = ("checker", "arithmetic", "generative", "generative-outcome", "code")
+
+
+def make_verifier(name: str, judge: Generator | None = None) -> Verifier:
+    """A verifier by name; the generative ones judge with `judge` (usually the policy itself)."""
+    if name == "checker":
+        from ponder.verify.checker import CheckerVerifier
+
+        return CheckerVerifier()
+    if name == "arithmetic":
+        from ponder.verify.steps import ArithmeticStepVerifier
+
+        return ArithmeticStepVerifier()
+    if name in ("generative", "generative-outcome"):
+        from ponder.verify.generative import GenerativeVerifier
+
+        if judge is None:
+            raise BadParameter("the generative verifier needs a model to judge with")
+        return GenerativeVerifier(judge, steps="all" if name == "generative" else "last")
+    if name == "code":
+        from ponder.verify.code import CodeExecutionVerifier
+
+        return CodeExecutionVerifier()
+    raise BadParameter(f"unknown verifier {name!r}: use one of {', '.join(VERIFIERS)}")

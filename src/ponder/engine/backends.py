@@ -1,0 +1,27 @@
+"""A Generator for a model by backend name: what the CLI, the evaluation harness and the server open."""
+
+from __future__ import annotations
+
+from ponder.engine.protocol import Generator
+from ponder.errors import BadParameter
+
+BACKENDS = ("native", "native-fp32", "llamacpp")
+
+
+def open_generator(model: str, backend: str = "native", threads: int | None = None) -> Generator:
+    """native: ponder's engine on its fast path (int8 weights where the CPU allows); native-fp32: the
+    exact path; llamacpp: llama.cpp on the model's GGUF file."""
+    if backend not in BACKENDS:
+        raise BadParameter(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "llamacpp":
+        from ponder.engine.llamacpp import LlamaCppEngine
+        from ponder.models.registry import resolve
+
+        path = resolve(model)
+        if path.suffix != ".gguf":
+            raise BadParameter(f"the llamacpp backend needs a GGUF file, and {model} is {path}: use --backend native")
+        return LlamaCppEngine(path, n_threads=threads or 2)
+    from ponder.engine.native import NativeEngine
+    from ponder.models.loader import load
+
+    return NativeEngine(load(model), int8=backend == "native", name=model)

@@ -1,0 +1,168 @@
+"""What every strategy shares: the run context that meters each call, candidates, results, the tree.
+
+A strategy sees one `Search`: the task's prompt on a generator, an optional verifier, and one
+`Budget` that every generator and verifier call is charged to. It returns a `SearchResult`: the
+chosen answer, every candidate with its scores, the search tree where there is one, and the spend.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ponder.budget import Budget, Spend
+from ponder.engine.protocol import Generator, Sequence
+from ponder.engine.sampling import SamplingParams
+from ponder.errors import BadParameter
+from ponder.tasks.answers import normalize_answer
+from ponder.tasks.base import Task
+from ponder.verify.base import STEP_DELIMITER, Verifier, aggregate
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of a strategy (defaults measured for the 0.5B model: see the README)."""
+
+    temperature: float = 0.4
+    top_p: float = 1.0
+    max_tokens: int = 512  # per candidate, all steps together
+    step_tokens: int = 128  # per step, for the step-wise strategies
+    seed: int | None = 0
+
+    def whole(self) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                              seed=self.seed)
+
+    def step(self, temperature: float | None = None) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature if temperature is None else temperature,
+                              top_p=self.top_p, max_tokens=self.step_tokens, seed=self.seed, stop=(STEP_DELIMITER,))
+
+
+@dataclass
+class Candidate:
+    text: str
+    answer: str | None
+    step_scores: list[float] = field(default_factory=list)
+    score: float = 0.0  # the verifier's aggregate, or the vote share where there is no verifier
+    tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Node:
+    """One step in a search tree: kept for expansion, pruned, or the end of a candidate."""
+
+    id: int
+    parent: int | None
+    depth: int
+    text: str
+    score: float | None = None
+    state: str = "open"  # open, kept, pruned, finished
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    strategy: str
+    answer: str | None
+    candidates: list[Candidate]
+    spend: Spend
+    settings: dict[str, Any] = field(default_factory=dict)
+    tree: list[Node] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "answer": self.answer, "settings": self.settings,
+                "candidates": [c.to_dict() for c in self.candidates], "spend": self.spend.to_dict(),
+                "tree": None if self.tree is None else [n.to_dict() for n in self.tree]}
+
+
+class Search:
+    """One task on one generator, with a verifier and a budget: every call is metered."""
+
+    def __init__(self, generator: Generator, task: Task, budget: Budget | None = None,
+                 verifier: Verifier | None = None, aggregation: str = "last",
+                 progress: Callable[[str], None] | None = None):
+        self.generator, self.task, self.verifier, self.aggregation = generator, task, verifier, aggregation
+        self.budget = budget or Budget()
+        self.progress = progress or (lambda message: None)
+        self.prompt = tuple(generator.encode_chat([dict(m) for m in task.messages]))
+
+    def needs_verifier(self, strategy: str) -> Verifier:
+        if self.verifier is None:
+            raise BadParameter(f"the {strategy} strategy needs a verifier: choose one with --verifier")
+        return self.verifier
+
+    # --- metered calls -------------------------------------------------------------------------
+
+    def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
+        before = self.generator.usage.snapshot()
+        grown = self.generator.extend(sequences, params)
+        self.budget.charge_generation(self.generator.usage - before, self.generator.info.n_params)
+        return grown
+
+    def sample(self, n: int, params: SamplingParams, prompt: tuple[int, ...] | None = None) -> list[Sequence]:
+        """n completions of the task's prompt (or another), in rounds when the budget has limits."""
+        root = Sequence(prompt or self.prompt)
+        children = root.fork(n)
+        if not self.budget.has_limits:
+            return self.extend(children, params)
+        out: list[Sequence] = []
+        for start in range(0, n, max(1, n // 4)):
+            if self.budget.exhausted:
+                break
+            out += self.extend(children[start:start + max(1, n // 4)], params)
+        return out
+
+    def score(self, sequences: list[Sequence]) -> list[list[float]]:
+        return self.needs_verifier("this").score(self.task, sequences, self.budget) if sequences else []
+
+    # --- candidates and answers ----------------------------------------------------------------
+
+    def candidates(self, sequences: list[Sequence], step_scores: list[list[float]] | None = None) -> list[Candidate]:
+        out = []
+        for i, seq in enumerate(sequences):
+            steps = step_scores[i] if step_scores is not None else []
+            out.append(Candidate(seq.text, self.task.extract(seq.text), steps,
+                                 aggregate(steps, self.aggregation) if steps else 0.0, len(seq.tokens)))
+        return out
+
+    def result(self, strategy: str, answer: str | None, candidates: list[Candidate], settings: Any,
+               tree: list[Node] | None = None) -> SearchResult:
+        ranked = sorted(candidates, key=lambda c: -c.score)
+        spend = Spend(**self.budget.spent.to_dict())
+        return SearchResult(strategy, answer, ranked, spend, asdict(settings), tree)
+
+
+def vote_key(answer: str | None) -> str | None:
+    """Answers that mean the same thing vote together ("1,000", "1000.0", "$1000")."""
+    return None if answer is None else (normalize_answer(answer) or answer)
+
+
+def majority(candidates: list[Candidate]) -> str | None:
+    """The most common answer (the earliest among equals); None when no candidate has one."""
+    counts = Counter(key for c in candidates if (key := vote_key(c.answer)) is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(k for c in candidates if (k := vote_key(c.answer)) is not None and counts[k] == top)
+
+
+def weighted(candidates: list[Candidate]) -> str | None:
+    """The answer with the largest sum of candidate scores (weighted best-of-N)."""
+    totals: dict[str, float] = {}
+    for c in candidates:
+        if (key := vote_key(c.answer)) is not None:
+            totals[key] = totals.get(key, 0.0) + c.score
+    return max(totals, key=lambda k: totals[k]) if totals else None
+
+
+def best(candidates: list[Candidate]) -> str | None:
+    """The answer of the highest-scoring candidate that has one."""
+    answered = [c for c in candidates if c.answer is not None]
+    return vote_key(max(answered, key=lambda c: c.score).answer) if answered else None

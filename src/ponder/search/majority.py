@@ -1,0 +1,22 @@
+"""Majority vote (self-consistency, Wang et al. 2022): n samples, the most common final answer."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ponder.search.base import Sampling, Search, SearchResult, majority, vote_key
+
+
+@dataclass(frozen=True)
+class MajorityVote:
+    n: int = 16
+    sampling: Sampling = field(default_factory=Sampling)
+    name = "majority"
+
+    def run(self, search: Search) -> SearchResult:
+        candidates = search.candidates(search.sample(self.n, self.sampling.whole()))
+        votes = Counter(vote_key(c.answer) for c in candidates)
+        for c in candidates:  # a candidate's score: the share of the votes its answer got
+            c.score = votes[vote_key(c.answer)] / len(candidates) if c.answer is not None else 0.0
+        return search.result(self.name, majority(candidates), candidates, self)

@@ -1,0 +1,93 @@
+"""A scripted Generator and Verifier for strategy tests: a known tree of steps, known scores.
+
+Tokens are characters. The "model" walks a tree: each step text leads to its children with given
+probabilities. Temperature 0 takes the likeliest child; sampling draws from the sequence's own seed,
+so forks differ and the same seed gives the same draw, as on a real backend.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from ponder.budget import Budget
+from ponder.engine.protocol import ModelInfo, Sequence, Usage
+from ponder.engine.sampling import SamplingParams
+from ponder.tasks.answers import extract_answer, numbers_equal
+from ponder.tasks.base import Task
+from ponder.verify.base import STEP_DELIMITER, split_steps
+
+Tree = dict[str, list[tuple[str, float]]]  # the text so far -> (next step, probability)
+
+
+class ScriptedTask(Task):
+    def extract(self, completion: str) -> str | None:
+        return extract_answer(completion)
+
+    def check(self, answer: str | None) -> bool:
+        return answer is not None and numbers_equal(answer, self.reference)
+
+
+def task(answer: str = "7") -> ScriptedTask:
+    return ScriptedTask("scripted/0", ({"role": "user", "content": "Q"},), answer)
+
+
+class ScriptedGenerator:
+    def __init__(self, tree: Tree, revised: str | None = None):
+        """revised: what the model writes when it is asked to revise an earlier attempt."""
+        self.tree, self.revised = tree, revised
+        self.info = ModelInfo("scripted", 1000, 1 << 20, frozenset())
+        self.usage = Usage()
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+    def decode(self, tokens: tuple[int, ...]) -> str:
+        return "".join(map(chr, tokens))
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        return self.encode("".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>")
+
+    def sample(self, prompts: list[list[int]], n: int, params: SamplingParams) -> list[list[Sequence]]:
+        return [self.extend(Sequence(tuple(p)).fork(n), params) for p in prompts]
+
+    def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
+        return [s if s.done else self._grow(s, params) for s in sequences]
+
+    def _grow(self, seq: Sequence, params: SamplingParams) -> Sequence:
+        self.usage.prompt_tokens_computed += len(seq.all_tokens)
+        text = seq.text
+        revising = self.revised is not None and "<user>" in self.decode(seq.prompt).split("<assistant>", 1)[-1]
+        while True:
+            if revising:
+                step = self.revised
+            else:
+                options = self.tree.get(text, [])
+                if not options:
+                    return replace(seq, done=True, finish_reason="stop")
+                rng = random.Random(seq.seed_for(params.seed) if params.seed is not None else None)
+                step = (max(options, key=lambda o: o[1]) if params.temperature == 0 else
+                        rng.choices(options, weights=[p for _, p in options])[0])[0]
+            text += step
+            done = revising or text not in self.tree
+            tokens = seq.tokens + tuple(self.encode(text[len(seq.text):]))
+            self.usage.generated_tokens += len(tokens) - len(seq.tokens)
+            seq = replace(seq, tokens=tokens, logprobs=(0.0,) * len(tokens), text=text, done=done,
+                          stop=STEP_DELIMITER if STEP_DELIMITER in params.stop and not done else None,
+                          finish_reason="stop")
+            if done or STEP_DELIMITER in params.stop:
+                return seq
+
+
+class ScriptedVerifier:
+    """Scores each step by its text; unknown steps score `default`."""
+
+    name = "scripted"
+
+    def __init__(self, scores: dict[str, float], default: float = 0.5):
+        self.scores, self.default, self.calls = scores, default, 0
+
+    def score(self, task: Task, candidates: list[Sequence], budget: Budget) -> list[list[float]]:
+        self.calls += 1
+        budget.charge_verifier(10 * len(candidates), 100)
+        return [[self.scores.get(step.strip(), self.default) for step in split_steps(c.text)] for c in candidates]
