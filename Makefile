@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO_PROMPT := A train leaves at 3 pm going 60 km/h; a second leaves the same station at 4 pm going 90 km/h. When does the second catch up? Think step by step.
+DEMO_QUESTION := A baker made 48 cookies. She sold 17 in the morning and 12 in the afternoon, then baked 9 more. How many cookies does she have now?
 
 .PHONY: setup setup-test demo test bench clean
 
@@ -29,7 +29,7 @@ setup-test: $(VENV)/.ponder-test
 
 demo: setup
 	$(BIN)/ponder pull qwen2.5-coder-0.5b-instruct
-	$(BIN)/ponder generate qwen2.5-coder-0.5b-instruct "$(DEMO_PROMPT)" --max-tokens 200
+	$(BIN)/ponder solve "$(DEMO_QUESTION)" --model qwen2.5-coder-0.5b-instruct --strategy majority --n 8 --answer 28
 
 test: setup-test
 	$(BIN)/ponder pull smollm2-135m-instruct
@@ -38,6 +38,7 @@ test: setup-test
 
 bench: setup-test
 	$(BIN)/python benchmarks/bench_runtime.py
+	$(BIN)/python benchmarks/bench_engine.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -117,6 +117,8 @@ def solve(
     strategy: Annotated[str, typer.Option(help="greedy, majority, bon, weighted_bon, beam, lookahead, dvts, "
                                                "revisions.")] = "majority",
     n: Annotated[int, typer.Option(help="Samples, beams or attempts.")] = 8,
+    width: Annotated[int | None, typer.Option(help="beam, lookahead, dvts: children per kept beam "
+                                                    "(default 4; n must be a multiple).")] = None,
     verifier: Annotated[str | None, typer.Option(help="checker, arithmetic, generative, generative-outcome, "
                                                       "code; needed by bon, beam, lookahead, dvts.")] = None,
     answer: Annotated[str | None, typer.Option(help="The right answer, if you know it: reports whether "
@@ -139,6 +141,8 @@ def solve(
     from ponder.tasks.jsonl import JsonlTask
 
     settings = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+    if width is not None:
+        settings["width"] = width
     make_strategy(strategy, n, **settings)  # bad settings fail before the slow load
     budget = Budget(tokens=budget_tokens)
     task = JsonlTask("question", math_messages(question), answer or "")
