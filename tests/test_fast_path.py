@@ -62,3 +62,23 @@ def test_decode_attention_kernel_equals_sdpa_over_gathered_blocks(lengths: list[
         q[:, :, None], pool_k[read].transpose(1, 2), pool_v[read].transpose(1, 2),
         attn_mask=visible[:, None, None, :], enable_gqa=True)[:, :, 0]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("age_s", "removed"), [(3600, True), (5, False)])
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch, age_s: int, removed: bool) -> None:
+    import os
+    import time
+
+    import torch.utils.cpp_extension as cpp
+
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    os.utime(lock, (time.time() - age_s, time.time() - age_s))
+    monkeypatch.setattr(cpp, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    monkeypatch.setattr(cpp, "load_inline", lambda *args, **kwargs: "built")
+    cpu_kernels.load.cache_clear()
+    try:
+        assert cpu_kernels.load() == "built"
+    finally:
+        cpu_kernels.load.cache_clear()
+    assert lock.exists() != removed
