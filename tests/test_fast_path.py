@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -65,7 +67,8 @@ def test_decode_attention_kernel_equals_sdpa_over_gathered_blocks(lengths: list[
 
 
 @pytest.mark.parametrize(("age_s", "removed"), [(3600, True), (5, False)])
-def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch, age_s: int, removed: bool) -> None:
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            age_s: int, removed: bool) -> None:
     import os
     import time
 
