@@ -32,7 +32,8 @@ def test_int8_linear_is_close_to_fp32(batch: int, bias: bool) -> None:
 @torch.inference_mode()
 def test_greedy_tokens_agree_with_the_reference(name: str) -> None:
     loaded = ponder_model(name)
-    reference, fast = NativeEngine(loaded, cache_bytes=256 << 20), NativeEngine(loaded, cache_bytes=256 << 20, int8=True)
+    reference = NativeEngine(loaded, cache_bytes=256 << 20)
+    fast = NativeEngine(loaded, cache_bytes=256 << 20, int8=True)
     questions = ["What is 17 + 25?", "Write a Python function that reverses a string.", "Name three colours.",
                  "Explain why the sky is blue in one sentence.", "A train goes 60 km/h for 2 hours. How far?"]
     agree = total = 0
