@@ -13,9 +13,9 @@ import pytest
 from ponder.budget import Budget
 from ponder.engine.protocol import Sequence
 from ponder.tasks.base import Task
-from ponder.verify import sandbox
+from ponder import sandbox
 from ponder.verify.code import CodeExecutionVerifier, Example, last_python_block, prompt_examples
-from ponder.verify.sandbox import isolation_layers, run_python
+from ponder.sandbox import isolation_layers, run_python
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="the sandbox needs Linux")
 

