@@ -1,6 +1,6 @@
 """Accuracy against budget for the search strategies, on gsm_symbolic with the default model.
 
-    .venv/bin/python benchmarks/bench_search.py [--questions 100] [--verifier generative] [--out runs/search.jsonl]
+    .venv/bin/python benchmarks/bench_search.py [--questions 100] [--verifier generative-outcome] [--out runs/search.jsonl]
 
 Per question: greedy decoding; one set of 16 samples, from which majority vote, best-of-N and
 weighted best-of-N at n = 1, 4, 16 are all read (the first n samples; as the literature does), with
@@ -97,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--questions", type=int, default=100)
-    parser.add_argument("--verifier", default="generative")
+    parser.add_argument("--verifier", default="generative-outcome")
     parser.add_argument("--temperature", type=float, default=0.4)
     parser.add_argument("--out", type=Path, default=Path("runs/search.jsonl"))
     parser.add_argument("--summary", action="store_true", help="only print the summary of what is stored")
