@@ -93,9 +93,10 @@ class Search:
         self.progress = progress or (lambda message: None)
         self.prompt = tuple(generator.encode_chat([dict(m) for m in task.messages]))
 
-    def needs_verifier(self, strategy: str) -> Verifier:
+    def needs_verifier(self, what: str) -> Verifier:
+        """The verifier, or a clear error naming `what` needs it."""
         if self.verifier is None:
-            raise BadParameter(f"the {strategy} strategy needs a verifier: choose one with --verifier")
+            raise BadParameter(f"{what} needs a verifier: choose one with --verifier")
         return self.verifier
 
     # --- metered calls -------------------------------------------------------------------------
@@ -120,7 +121,7 @@ class Search:
         return out
 
     def score(self, sequences: list[Sequence]) -> list[list[float]]:
-        return self.needs_verifier("this").score(self.task, sequences, self.budget) if sequences else []
+        return self.needs_verifier("scoring candidates").score(self.task, sequences, self.budget) if sequences else []
 
     # --- candidates and answers ----------------------------------------------------------------
 

@@ -34,7 +34,7 @@ class BeamSearch:
         return [scores[-1] if scores else 0.0 for scores in step_scores]
 
     def run(self, search: Search) -> SearchResult:
-        search.needs_verifier(self.name)
+        search.needs_verifier(f"the {self.name} strategy")
         tree: list[Node] = []
         finished: list[Candidate] = []
         beams = search.extend(Sequence(search.prompt).fork(self.n), self.sampling.step())

@@ -19,7 +19,7 @@ class BestOfN:
         return "weighted_bon" if self.weighted else "bon"
 
     def run(self, search: Search) -> SearchResult:
-        search.needs_verifier(self.name)
+        search.needs_verifier(f"the {self.name} strategy")
         sequences = search.sample(self.n, self.sampling.whole())
         candidates = search.candidates(sequences, search.score(sequences))
         return search.result(self.name, (weighted if self.weighted else best)(candidates), candidates, self)

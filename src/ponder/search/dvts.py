@@ -29,7 +29,7 @@ class DVTS:
             raise BadParameter(f"DVTS needs n a multiple of width (n={self.n}, width={self.width})")
 
     def run(self, search: Search) -> SearchResult:
-        search.needs_verifier(self.name)
+        search.needs_verifier(f"the {self.name} strategy")
         tree: list[Node] = []
         roots = Sequence(search.prompt).fork(self.n // self.width)
         heads: list[tuple[Sequence, int | None]] = [(root, None) for root in roots]  # (head, its node)
