@@ -172,14 +172,14 @@ def solve(
 
 
 def _render_tree(nodes: list) -> Tree:
+    from rich.text import Text
     from rich.tree import Tree
 
     root = Tree("question")
     branches = {}
     for node in nodes:
-        style = {"pruned": "dim", "finished": "bold green"}.get(node.state, "")
-        label = f"[{style}]{escape(node.text.strip()[:70])}  ({node.score:.2f})[/{style}]" if style else \
-            f"{escape(node.text.strip()[:70])}  ({node.score if node.score is not None else 0:.2f})"
+        label = Text(f"{node.text.strip()[:70]}  ({node.score or 0:.2f})",  # Text: no markup to escape
+                     style={"pruned": "dim", "finished": "bold green"}.get(node.state, ""))
         branches[node.id] = (branches[node.parent] if node.parent is not None else root).add(label)
     return root
 

@@ -140,6 +140,12 @@ class Search:
         return SearchResult(strategy, answer, ranked, spend, asdict(settings), tree)
 
 
+def check_width(strategy: str, n: int, width: int) -> None:
+    """Tree strategies keep n / width nodes and fork each `width` ways: n must divide evenly."""
+    if n < 1 or width < 1 or n % width:
+        raise BadParameter(f"{strategy} needs n a multiple of width (n={n}, width={width})")
+
+
 def vote_key(answer: str | None) -> str | None:
     """Answers that mean the same thing vote together ("1,000", "1000.0", "$1000")."""
     return None if answer is None else (normalize_answer(answer) or answer)

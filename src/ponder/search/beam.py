@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ponder.engine.protocol import Sequence
-from ponder.errors import BadParameter
-from ponder.search.base import Candidate, Node, Sampling, Search, SearchResult, best, weighted
+from ponder.search.base import Candidate, Node, Sampling, Search, SearchResult, best, check_width, weighted
 
 
 @dataclass(frozen=True)
@@ -26,8 +25,7 @@ class BeamSearch:
     name = "beam"
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.width < 1 or self.n % self.width:
-            raise BadParameter(f"beam search needs n a multiple of width (n={self.n}, width={self.width})")
+        check_width("beam search", self.n, self.width)
 
     def selection_scores(self, search: Search, beams: list[Sequence], step_scores: list[list[float]]) -> list[float]:
         """What ranks the beams for survival: here, the verifier's score of each beam's newest step."""

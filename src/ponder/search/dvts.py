@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ponder.engine.protocol import Sequence
-from ponder.errors import BadParameter
-from ponder.search.base import Candidate, Node, Sampling, Search, SearchResult, best, weighted
+from ponder.search.base import Candidate, Node, Sampling, Search, SearchResult, best, check_width, weighted
 
 
 @dataclass(frozen=True)
@@ -25,8 +24,7 @@ class DVTS:
     name = "dvts"
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.width < 1 or self.n % self.width:
-            raise BadParameter(f"DVTS needs n a multiple of width (n={self.n}, width={self.width})")
+        check_width("DVTS", self.n, self.width)
 
     def run(self, search: Search) -> SearchResult:
         search.needs_verifier(f"the {self.name} strategy")
