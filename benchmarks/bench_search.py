@@ -59,6 +59,9 @@ def run_question(generator, task, verifier_name: str, sampling: Sampling) -> dic
         row[f"weighted_bon@{n}"] = _entry(task, weighted(first), *scored)
         oracle = any(task.check(c.answer) for c in first)
         row[f"pass@{n}"] = {"correct": oracle, "flops": sampled[0], "seconds": sampled[1]}
+    # Kept for what comes later (rescoring the same samples with a learned verifier, the evaluation harness).
+    row["samples"] = [{"text": c.text, "tokens": list(s.tokens), "answer": c.answer, "step_scores": c.step_scores}
+                      for c, s in zip(candidates, samples)]
     for n in (4, 16):
         start = time.perf_counter()
         beam = BeamSearch(n=n, width=4, sampling=sampling).run(search())
@@ -81,7 +84,7 @@ def summarize(rows: list[dict]) -> Table:
     for column in ("strategy", "accuracy", "95% interval", "TFLOPs / question", "s / question"):
         table.add_column(column)
     for key in rows[0]:
-        if key == "id":
+        if key in ("id", "samples"):
             continue
         correct = [float(r[key]["correct"]) for r in rows]
         low, high = bootstrap(correct)
@@ -118,7 +121,7 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             done.append(row)
             console.print(f"{k + 1}/{len(tasks)} {task.id}: " + " ".join(
-                f"{key}={int(v['correct'])}" for key, v in row.items() if key != "id"))
+                f"{key}={int(v['correct'])}" for key, v in row.items() if key not in ("id", "samples")))
     if done:
         console.print(summarize(done))
 

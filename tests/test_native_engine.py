@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import TINY
+from ponder.engine.batched import prefill_batches
 from ponder.engine.native import NativeEngine
 from ponder.engine.protocol import Sequence
 from ponder.engine.sampling import SamplingParams
@@ -40,6 +41,15 @@ def test_batched_greedy_equals_one_at_a_time(tiny: LoadedModel) -> None:
     got = engine.sample(PROMPTS, 1, GREEDY)
     for prompt, [seq] in zip(PROMPTS, got):
         assert list(seq.tokens) == one_at_a_time(tiny, prompt, 12)
+
+
+@pytest.mark.parametrize("lengths", [[170, 670, 300, 310, 512, 24, 25, 26], [1], [9000, 3], list(range(1, 60, 7))])
+def test_prefill_batches_cover_every_context_once_with_little_padding(lengths: list[int]) -> None:
+    batches = prefill_batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        padded, real = len(b) * max(lengths[i] for i in b), sum(lengths[i] for i in b)
+        assert len(b) == 1 or (padded <= 1.25 * real and padded <= 4096)
 
 
 def test_a_prompt_is_computed_once_for_all_its_samples(tiny: LoadedModel) -> None:
@@ -148,3 +158,25 @@ def test_real_model_batched_greedy_equals_one_at_a_time() -> None:
     for prompt, [seq] in zip(prompts, engine.sample(prompts, 1, SamplingParams(max_tokens=24))):
         assert list(seq.tokens) == one_at_a_time(loaded, prompt, 24)[: len(seq.tokens)]
         assert seq.done or len(seq.tokens) == 24
+
+
+def test_a_value_head_scores_every_generated_token_across_calls_and_forks(tiny: LoadedModel) -> None:
+    engine = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(tiny.config.dim, 1)
+    engine.value_head = lambda hidden: head(hidden).squeeze(-1)
+    params = SamplingParams(temperature=1.0, max_tokens=5, seed=3)
+    first = engine.extend(Sequence(tuple(PROMPTS[1])).fork(3), params)  # stopped by length: the last is run too
+    grown = engine.extend([child for seq in first for child in seq.fork(2)], params)
+    for seq in [*first, *grown]:
+        assert len(seq.values) == len(seq.tokens)
+        with torch.no_grad():
+            hidden = tiny.model.hidden_states(torch.tensor([seq.all_tokens]))[0, len(seq.prompt):]
+            expected = head(hidden).squeeze(-1)
+        torch.testing.assert_close(torch.tensor(seq.values), expected, atol=1e-4, rtol=1e-4)
+    longest = max(grown, key=lambda s: len(s.tokens))
+    before = engine.usage.snapshot()
+    [again] = engine.extend([longest], params)
+    spent = engine.usage - before
+    assert spent.prompt_tokens_cached == len(longest.all_tokens) - 1  # all kept but the last (run for its logits)
+    assert spent.prompt_tokens_computed == 1 + (not again.done)  # and, unless it ended, the new last token's state

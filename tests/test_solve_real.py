@@ -9,6 +9,7 @@ import pytest
 from cli import error_line, ponder
 from ponder.engine.native import NativeEngine
 from ponder.engine.protocol import Sequence
+from ponder.engine.sampling import SamplingParams
 from ponder.budget import Budget
 from ponder.search import solve
 from ponder.tasks.jsonl import JsonlTask
@@ -50,6 +51,18 @@ def test_the_generative_verifier_scores_steps_with_the_models_yes() -> None:
     before = budget.spent.verifier_tokens
     GenerativeVerifier(engine, steps="last").score(task, [right], budget)
     assert budget.spent.verifier_tokens > before
+
+
+def test_the_policy_judging_its_own_samples_reuses_what_it_computed() -> None:
+    engine = NativeEngine(ponder_model("smollm2-135m-instruct"), cache_bytes=256 << 20)
+    task = JsonlTask("q", math_messages("Tom has 3 apples and buys 4 more. How many apples does he have?"), "7")
+    [samples] = engine.sample([engine.encode_chat(list(task.messages))], 4, SamplingParams(0.7, max_tokens=64, seed=0))
+    before, budget = engine.usage.snapshot(), Budget()
+    GenerativeVerifier(engine, steps="last").score(task, samples, budget)
+    spent = engine.usage - before
+    print(f"judging 4 samples: {spent.prompt_tokens_computed} tokens computed, {spent.prompt_tokens_cached} cached")
+    assert spent.prompt_tokens_cached > 2 * spent.prompt_tokens_computed  # the conversation so far is served
+    assert budget.spent.verifier_tokens == spent.prompt_tokens_computed + spent.generated_tokens
 
 
 def test_ponder_solve_prints_the_answer_candidates_and_spend() -> None:

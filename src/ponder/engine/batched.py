@@ -6,12 +6,18 @@ part the backend has not cached. Decode steps then grow every running sequence b
 one batch whatever their lengths. Tokens are chosen here, from the logits, so that seeds, filters
 and log-probabilities mean the same on every backend. A subclass owns the keys and values: where
 they live, how a context is shared, when there is room to admit more rows.
+
+A backend that sees its model's hidden states can carry a value head (a learned verifier on the
+policy's own states): it scores every position the model computes, and each generated token's score
+lands in `Sequence.values`. A row that stops is then run once more, for the state after its last
+token; its keys and values are kept, so the next call on that sequence does not compute it again.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,6 +39,7 @@ class Row:
     text_start: int = 0  # len(seq.text) when the call began: stop strings count from here
     budget: int = 0  # tokens this call may still add
     kv: Any = None  # the backend's handle on this row's keys and values
+    values: dict[int, float] = field(default_factory=dict)  # value head scores by position, not yet in seq.values
 
     @property
     def stopped(self) -> bool:
@@ -42,6 +49,7 @@ class Row:
 class BatchedGenerator(SamplesByExtending, ABC):
     info: ModelInfo
     usage: Usage
+    value_head: Callable[[Tensor], Tensor] | None = None  # hidden states [..., dim] -> scores [...]
 
     @torch.inference_mode()
     def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
@@ -59,13 +67,30 @@ class BatchedGenerator(SamplesByExtending, ABC):
             if admitted:
                 running |= self._prefill(admitted, sequences, params)
             for i in [i for i, row in running.items() if row.stopped]:
+                if self.value_head is not None and (row := running[i]).pending:
+                    self.usage.prompt_tokens_computed += len(row.pending)  # run for its state, not a new token
+                    continue
                 self._close(row := running.pop(i), keep=True)
                 results[i] = row.seq
             if running:
                 rows = list(running.values())
                 for row, logits in zip(rows, self._forward(rows)):
-                    self._append(row, logits, params)
+                    self._take_values(row)
+                    if not row.stopped:
+                        self._append(row, logits, params)
         return results
+
+    @staticmethod
+    def _take_values(row: Row) -> None:
+        """Move the row's newly scored positions, in order, onto its sequence's values."""
+        seq, found = row.seq, []
+        position = len(seq.prompt) + len(seq.values)
+        while position in row.values and position < len(seq.all_tokens):
+            found.append(row.values[position])
+            position += 1
+        row.values.clear()
+        if found:
+            row.seq = replace(seq, values=seq.values + tuple(found))
 
     def _check(self, seq: Sequence, params: SamplingParams) -> None:
         check_fits(self.info, seq, params)
@@ -76,11 +101,17 @@ class BatchedGenerator(SamplesByExtending, ABC):
         for holder in holders:
             self.usage.prompt_tokens_cached += holder.cached
             self.usage.prompt_tokens_computed += len(holder.pending)
+        last_logits: list[Tensor] = [torch.empty(0)] * len(holders)
+        for batch in prefill_batches([len(h.pending) for h in holders]):
+            for i, logits in zip(batch, self._forward([holders[i] for i in batch])):
+                last_logits[i] = logits
         rows = {}
-        for holder, logits, (_, members) in zip(holders, self._forward(holders), admitted):
+        for holder, logits, (_, members) in zip(holders, last_logits, admitted):
             self._share(holder)
             for i in members:
                 row = self._fork(holder, sequences[i], params)
+                row.values = dict(holder.values)
+                self._take_values(row)
                 row.text_start, row.budget = len(row.seq.text), params.max_tokens
                 self._append(row, logits, params)
                 rows[i] = row
@@ -132,3 +163,18 @@ class BatchedGenerator(SamplesByExtending, ABC):
     @abstractmethod
     def _close(self, row: Row, keep: bool) -> None:
         """Let go of the row's keys and values; `keep` them findable by later calls if the backend can."""
+
+
+def prefill_batches(lengths: list[int], waste: float = 0.25, most: int = 4096) -> list[list[int]]:
+    """Indices of contexts to compute together: similar lengths, so that padding to the longest wastes
+    at most `waste` of the work, and at most `most` padded tokens a pass (prompts of 170 to 670 tokens,
+    padded together, wasted 60%)."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        padded = (len(batch) + 1) * lengths[i]  # sorted: the newcomer is the longest
+        if batch and (padded > (1 + waste) * (sum(lengths[j] for j in batch) + lengths[i]) or padded > most):
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    return batches + [batch] if batch else batches

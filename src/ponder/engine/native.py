@@ -145,6 +145,10 @@ class NativeEngine(BatchedGenerator):
         hidden = self.model.hidden_states(tokens, positions, PagedKVCache(self.kv, writes, reads, lengths,
                                                                            self.decode_kernel))
         last = torch.tensor([len(r.pending) - 1 for r in rows])
+        if self.value_head is not None:
+            values = self.value_head(hidden).float().tolist()
+            for r, row_values in zip(rows, values):
+                r.values.update((r.cached + j, row_values[j]) for j in range(len(r.pending)))
         for r in rows:
             r.cached, r.pending = r.cached + len(r.pending), ()
         return self.model.head(hidden[torch.arange(len(rows)), last]).float()

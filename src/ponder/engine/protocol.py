@@ -24,6 +24,7 @@ class Sequence:
     tokens: tuple[int, ...] = ()  # generated after the prompt, over all calls so far
     logprobs: tuple[float, ...] = ()  # the model's log-probability of each generated token
     top_logprobs: tuple[dict[int, float], ...] = ()  # per generated token, when asked: the k likeliest ids
+    values: tuple[float, ...] = ()  # per generated token, with a value head attached: its score of the state after it
     text: str = ""  # the generated tokens, decoded
     finish_reason: str | None = None  # why the last call ended: "stop" (end of generation or a stop string), "length"
     stop: str | None = None  # the stop string that ended the last call, if one did
