@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
@@ -24,11 +23,14 @@ from rich.table import Table
 
 from ponder.budget import Budget
 from ponder.engine.backends import open_generator
+from ponder.prm.features import encode_states, step_states
 from ponder.search import Search, make_strategy
 from ponder.search.base import Sampling, best, majority, weighted
 from ponder.search.beam import BeamSearch
+from ponder.stats import bootstrap_interval
 from ponder.tasks import load_tasks
 from ponder.verify import make_verifier
+from ponder.verify.base import step_token_ends
 
 SIZES = (1, 4, 16)
 
@@ -59,9 +61,16 @@ def run_question(generator, task, verifier_name: str, sampling: Sampling) -> dic
         row[f"weighted_bon@{n}"] = _entry(task, weighted(first), *scored)
         oracle = any(task.check(c.answer) for c in first)
         row[f"pass@{n}"] = {"correct": oracle, "flops": sampled[0], "seconds": sampled[1]}
-    # Kept for what comes later (rescoring the same samples with a learned verifier, the evaluation harness).
+    # Kept for what comes later (rescoring the same samples with a learned verifier, the evaluation harness),
+    # with the policy's states at step ends: still cached, they cost about a token a step now.
+    row["prompt"] = list(shared.prompt)
     row["samples"] = [{"text": c.text, "tokens": list(s.tokens), "answer": c.answer, "step_scores": c.step_scores}
                       for c, s in zip(candidates, samples)]
+    if hasattr(generator, "states"):
+        for record, s in zip(row["samples"], samples):
+            record["step_ends"] = step_token_ends(generator.decode, s.tokens)
+            if record["step_ends"]:
+                record["states"] = encode_states(step_states(generator, shared.prompt, s.tokens, record["step_ends"]))
     for n in (4, 16):
         start = time.perf_counter()
         beam = BeamSearch(n=n, width=4, sampling=sampling).run(search())
@@ -73,21 +82,15 @@ def _entry(task, answer: str | None, flops: float, seconds: float) -> dict:  # n
     return {"answer": answer, "correct": task.check(answer), "flops": flops, "seconds": seconds}
 
 
-def bootstrap(values: list[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(values, k=len(values))) / len(values) for _ in range(rounds))
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
-
-
 def summarize(rows: list[dict]) -> Table:
     table = Table(title=f"gsm_symbolic, {len(rows)} questions")
     for column in ("strategy", "accuracy", "95% interval", "TFLOPs / question", "s / question"):
         table.add_column(column)
     for key in rows[0]:
-        if key in ("id", "samples"):
+        if key in ("id", "samples", "prompt"):
             continue
         correct = [float(r[key]["correct"]) for r in rows]
-        low, high = bootstrap(correct)
+        low, high = bootstrap_interval(correct)
         flops = [r[key].get("flops") for r in rows]
         seconds = [r[key].get("seconds") for r in rows]
         table.add_row(key, f"{sum(correct) / len(correct):.2f}", f"{low:.2f}-{high:.2f}",
@@ -121,7 +124,7 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             done.append(row)
             console.print(f"{k + 1}/{len(tasks)} {task.id}: " + " ".join(
-                f"{key}={int(v['correct'])}" for key, v in row.items() if key not in ("id", "samples")))
+                f"{key}={int(v['correct'])}" for key, v in row.items() if isinstance(v, dict)))
     if done:
         console.print(summarize(done))
 

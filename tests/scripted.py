@@ -33,9 +33,10 @@ def task(answer: str = "7") -> ScriptedTask:
 
 
 class ScriptedGenerator:
-    def __init__(self, tree: Tree, revised: str | None = None):
-        """revised: what the model writes when it is asked to revise an earlier attempt."""
-        self.tree, self.revised = tree, revised
+    def __init__(self, tree: Tree, revised: str | None = None, round_robin: bool = False):
+        """revised: what the model writes when it is asked to revise an earlier attempt. round_robin: a
+        sequence takes the option its last fork index points to (a known share of forks takes each)."""
+        self.tree, self.revised, self.round_robin = tree, revised, round_robin
         self.info = ModelInfo("scripted", 1000, 1 << 20, frozenset())
         self.usage = Usage()
 
@@ -66,8 +67,11 @@ class ScriptedGenerator:
                 if not options:
                     return replace(seq, done=True, finish_reason="stop")
                 rng = random.Random(seq.seed_for(params.seed) if params.seed is not None else None)
-                step = (max(options, key=lambda o: o[1]) if params.temperature == 0 else
-                        rng.choices(options, weights=[p for _, p in options])[0])[0]
+                if self.round_robin:
+                    step = options[(seq.branch or (0,))[-1] % len(options)][0]
+                else:
+                    step = (max(options, key=lambda o: o[1]) if params.temperature == 0 else
+                            rng.choices(options, weights=[p for _, p in options])[0])[0]
             text += step
             done = revising or text not in self.tree
             tokens = seq.tokens + tuple(self.encode(text[len(seq.text):]))

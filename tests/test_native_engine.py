@@ -180,3 +180,15 @@ def test_a_value_head_scores_every_generated_token_across_calls_and_forks(tiny: 
     spent = engine.usage - before
     assert spent.prompt_tokens_cached == len(longest.all_tokens) - 1  # all kept but the last (run for its logits)
     assert spent.prompt_tokens_computed == 1 + (not again.done)  # and, unless it ended, the new last token's state
+
+
+def test_states_are_the_models_hidden_states_and_reuse_the_cache(tiny: LoadedModel) -> None:
+    engine = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    contexts = [tuple(PROMPTS[1]), tuple(PROMPTS[1][:17]), tuple(PROMPTS[0]), tuple(PROMPTS[1])]
+    got = engine.states(contexts)
+    for context, state in zip(contexts, got):
+        with torch.no_grad():
+            torch.testing.assert_close(state, tiny.model.hidden_states(torch.tensor([context]))[0, -1], atol=1e-4, rtol=1e-4)
+    before = engine.usage.snapshot()
+    engine.states([tuple(PROMPTS[1][:30])])  # inside a context computed above: only the last token and a block
+    assert (engine.usage - before).prompt_tokens_computed <= 4

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ponder.errors import PonderError
+from ponder.prm.cli import app as prm_app
 
 if TYPE_CHECKING:  # the heavy imports (torch) wait until a command needs them
     from rich.tree import Tree
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # the heavy imports (torch) wait until a command needs them
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="ponder: make small open-weight language models think harder.")
+app.add_typer(prm_app, name="prm")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
@@ -120,7 +122,8 @@ def solve(
     width: Annotated[int | None, typer.Option(help="beam, lookahead, dvts: children per kept beam "
                                                     "(default 4; n must be a multiple).")] = None,
     verifier: Annotated[str | None, typer.Option(help="checker, arithmetic, generative, generative-outcome, "
-                                                      "code; needed by bon, beam, lookahead, dvts.")] = None,
+                                                      "code, prm, orm (the shipped heads) or prm:PATH; needed by "
+                                                      "bon, beam, lookahead, dvts.")] = None,
     answer: Annotated[str | None, typer.Option(help="The right answer, if you know it: reports whether "
                                                     "ponder got it.")] = None,
     backend: Annotated[str, typer.Option(help="native, native-fp32 or llamacpp.")] = "native",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from ponder.engine.protocol import Generator
 from ponder.errors import BadParameter
 
@@ -25,3 +27,9 @@ def open_generator(model: str, backend: str = "native", threads: int | None = No
     from ponder.models.loader import load
 
     return NativeEngine(load(model), int8=backend == "native", name=model)
+
+
+@functools.cache
+def shared_generator(model: str, backend: str = "native") -> Generator:
+    """One generator per (model, backend) in this process: what the workers of a long job reuse."""
+    return open_generator(model, backend)

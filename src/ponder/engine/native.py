@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ponder.engine import cpu_kernels, int8_linear
-from ponder.engine.batched import BatchedGenerator, Group, Row
+from ponder.engine.batched import BatchedGenerator, Group, Row, prefill_batches
 from ponder.engine.block_pool import SCRATCH, BlockPool
 from ponder.engine.paged_cache import KVPool, PagedKVCache
 from ponder.engine.protocol import ModelInfo, Sequence, Usage
@@ -125,7 +125,35 @@ class NativeEngine(BatchedGenerator):
 
     # --- the forward pass ------------------------------------------------------------------------
 
+    @torch.inference_mode()
+    def states(self, contexts: list[tuple[int, ...]]) -> Tensor:
+        """The model's final hidden state after each context [n, dim], computing only what the cache
+        lacks (a learned verifier's features at a step's end cost a token or a block) and keeping it."""
+        params = SamplingParams(max_tokens=1)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, context in enumerate(contexts):
+            self._check(Sequence(context), params)
+            groups.setdefault(context, []).append(i)
+        out = torch.empty(len(contexts), self.model.cfg.dim)
+        waiting: list[Group] = list(groups.items())
+        while waiting:
+            admitted, waiting = self._admit(waiting, params, busy=False)
+            rows = [self._open(context, params) for context, _ in admitted]
+            for row in rows:
+                self.usage.prompt_tokens_cached += row.cached
+                self.usage.prompt_tokens_computed += len(row.pending)
+            for batch in prefill_batches([len(r.pending) for r in rows]):
+                for k, hidden in zip(batch, self._hidden([rows[k] for k in batch])):
+                    out[admitted[k][1]] = hidden
+            for row in rows:
+                self._close(row, keep=True)
+        return out
+
     def _forward(self, rows: list[Row]) -> Tensor:
+        return self.model.head(self._hidden(rows)).float()
+
+    def _hidden(self, rows: list[Row]) -> Tensor:
+        """Run every row's pending tokens; the final hidden state after each row's last one [rows, dim]."""
         size = self.blocks.block_size
         width = max(len(r.pending) for r in rows)
         tokens = torch.zeros(len(rows), width, dtype=torch.long)
@@ -151,4 +179,4 @@ class NativeEngine(BatchedGenerator):
                 r.values.update((r.cached + j, row_values[j]) for j in range(len(r.pending)))
         for r in rows:
             r.cached, r.pending = r.cached + len(r.pending), ()
-        return self.model.head(hidden[torch.arange(len(rows)), last]).float()
+        return hidden[torch.arange(len(rows)), last]

@@ -34,6 +34,7 @@ from ponder.tasks.reasoning_gym import (
 )
 
 __all__ = [
+    "EVALUATION_SETS",
     "MATH_SYSTEM_PROMPT",
     "HumanEvalTask",
     "JsonlTask",
@@ -48,9 +49,23 @@ __all__ = [
     "load_tasks",
     "normalize_answer",
     "numbers_equal",
+    "without_evaluation_questions",
 ]
 
 T = TypeVar("T")
+
+# The questions ponder's benchmarks are scored on (spec, size, seed): what is learned from (PRM
+# labels, the allocation policy) must not include them.
+EVALUATION_SETS = (("gsm_symbolic", 100, 2024),)
+
+
+def without_evaluation_questions(tasks: list[Task]) -> list[Task]:
+    """The tasks whose prompts are in no evaluation set."""
+    def prompt(task: Task) -> str:
+        return "\n".join(m["content"] for m in task.messages)
+
+    held = {prompt(t) for spec, size, seed in EVALUATION_SETS for t in load_tasks(spec, size, seed)}
+    return [t for t in tasks if prompt(t) not in held]
 
 
 def load_tasks(spec: str, size: int, seed: int) -> list[Task]:

@@ -6,11 +6,12 @@ from ponder.engine.protocol import Generator
 from ponder.errors import BadParameter
 from ponder.verify.base import Verifier
 
-VERIFIERS = ("checker", "arithmetic", "generative", "generative-outcome", "code")
+VERIFIERS = ("checker", "arithmetic", "generative", "generative-outcome", "code", "prm", "orm", "prm:PATH")
 
 
 def make_verifier(name: str, judge: Generator | None = None) -> Verifier:
-    """A verifier by name; the generative ones judge with `judge` (usually the policy itself)."""
+    """A verifier by name; the generative ones judge with `judge` (usually the policy itself), the learned
+    ones (prm, orm: the heads shipped for the policy's model; prm:PATH, orm:PATH: a trained head) read its states."""
     if name == "checker":
         from ponder.verify.checker import CheckerVerifier
 
@@ -25,6 +26,12 @@ def make_verifier(name: str, judge: Generator | None = None) -> Verifier:
         if judge is None:
             raise BadParameter("the generative verifier needs a model to judge with")
         return GenerativeVerifier(judge, steps="all" if name == "generative" else "last")
+    if name.partition(":")[0] in ("prm", "orm"):
+        from ponder.prm.verifier import learned_verifier
+
+        if judge is None:
+            raise BadParameter("a learned verifier reads the policy's states: give it the policy")
+        return learned_verifier(name, judge)
     if name == "code":
         from ponder.verify.code import CodeExecutionVerifier
 

@@ -10,6 +10,7 @@ al. found best for PRMs), the minimum, or the product.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from typing import Protocol
 
@@ -24,6 +25,36 @@ def split_steps(text: str) -> list[str]:
     """The non-empty steps of a completion, each without its delimiter; at least one (maybe empty)."""
     steps = [s for s in text.split(STEP_DELIMITER) if s.strip()]
     return steps or [text]
+
+
+def step_token_ends(decode: Callable[[tuple[int, ...]], str], tokens: tuple[int, ...]) -> list[int]:
+    """For each step of `split_steps(decode(tokens))`: the index of the token that completes it and its
+    delimiter (the last token, for the last step). A learned verifier reads the model's state there, and
+    a Monte Carlo rollout continues from there."""
+    text = decode(tokens)
+    if not tokens:
+        return []
+    ends, cursor, parts = [], 0, text.split(STEP_DELIMITER)
+    for k, part in enumerate(parts):
+        cursor += len(part)
+        if part.strip():
+            ends.append(min(cursor + len(STEP_DELIMITER), len(text)) if k < len(parts) - 1 else len(text))
+        cursor += len(STEP_DELIMITER)
+    if not ends:
+        return [len(tokens) - 1]
+    ends[-1] = len(text)  # the last step runs to the end, blank lines and all
+    return [_first_token_reaching(decode, tokens, end) for end in ends]
+
+
+def _first_token_reaching(decode: Callable[[tuple[int, ...]], str], tokens: tuple[int, ...], chars: int) -> int:
+    low, high = 0, len(tokens) - 1  # binary search: decoded prefixes only grow
+    while low < high:
+        middle = (low + high) // 2
+        if len(decode(tokens[: middle + 1])) >= chars:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 class Verifier(Protocol):

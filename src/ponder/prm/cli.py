@@ -1,0 +1,102 @@
+"""`ponder prm label | train | eval`: make, train and prove a process reward model for a policy."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ponder.errors import BadParameter
+
+app = typer.Typer(no_args_is_help=True, help="A process reward model for the policy: label, train, evaluate.")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+Model = Annotated[str, typer.Option(help="The policy: a registry name, .gguf file or checkpoint folder.")]
+
+
+@app.command()
+def label(
+    task: Annotated[list[str], typer.Option(help="Task set(s) to label (see load_tasks); repeat for several.")],
+    out_path: Annotated[Path, typer.Option("--out", help="The run's SQLite store (resumed if it exists).")],
+    model: Model = "qwen2.5-coder-0.5b-instruct",
+    size: Annotated[int, typer.Option(help="Questions per task set (evaluation questions are left out).")] = 40,
+    seed: Annotated[int, typer.Option(help="Chooses the questions and seeds the sampling.")] = 11,
+    samples: Annotated[int, typer.Option(help="Solutions per question.")] = 4,
+    rollouts: Annotated[int, typer.Option(help="Rollouts from each step.")] = 4,
+    temperature: Annotated[float, typer.Option(help="For solutions and rollouts.")] = 0.4,
+    max_tokens: Annotated[int, typer.Option(help="Per solution and per rollout.")] = 512,
+    backend: Annotated[str, typer.Option(help="native (stores states for training), native-fp32, llamacpp.")] = "native",
+    ray: Annotated[str | None, typer.Option(help="Fan questions out on Ray: 'local' or a cluster address.")] = None,
+) -> None:
+    """Monte Carlo step labels from the policy's own solutions, resumable."""
+    from dataclasses import asdict
+
+    from ponder.jobs import RunStore, run_all
+    from ponder.prm.label import LabelJob, LabelSettings
+
+    settings = LabelSettings(samples, rollouts, temperature, max_tokens, seed)
+    job = LabelJob(model, backend, size, seed, settings)
+    keys = job.keys(task)
+    with RunStore(out_path, {"model": model, "backend": backend, "tasks": task, "size": size} | asdict(settings)) as store:
+        ran = run_all(keys, job, store, ray_address=ray, progress="labelling")
+        results = [r for _, r in store.items()]
+    steps = [x for r in results for s in r["samples"] for x in s["labels"]]
+    tokens = sum(r["spend"]["generated_tokens"] + r["spend"]["prompt_tokens_computed"] for r in results)
+    hours = sum(r["spend"]["seconds"] for r in results) / 3600
+    out.print(f"{len(results)} questions labelled ({ran} now), {len(steps)} steps, mean label "
+              f"{sum(steps) / max(1, len(steps)):.2f}; spent {tokens:,} tokens, {hours:.2f} hours: {out_path}")
+
+
+@app.command()
+def train(
+    labels: Annotated[list[Path], typer.Argument(help="Label stores from `ponder prm label`.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Where the head goes (a .safetensors, card beside it).")],
+    kind: Annotated[str, typer.Option(help="prm: every step, Monte Carlo labels; orm: final state, correctness.")] = "prm",
+    hidden: Annotated[int, typer.Option(help="Hidden units (0: logistic regression).")] = 256,
+    seed: int = 0,
+) -> None:
+    """Train a value head on the frozen policy's states at step ends."""
+    from ponder.jobs import RunStore
+    from ponder.models.loader import load
+    from ponder.prm.features import training_rows
+    from ponder.prm.head import fingerprint, save_head
+    from ponder.prm.train import TrainSettings, train_head
+
+    stores = [RunStore.existing(path) for path in labels]
+    models = {s.settings["model"] for s in stores}
+    if len(models) != 1:
+        raise BadParameter(f"the label stores come from different models ({', '.join(sorted(models))}): "
+                           "train on one model's labels")
+    [model] = models
+    with err.status(f"loading {model}"):
+        base = load(model).model
+    results = [r for s in stores for _, r in s.items()]
+    features, targets, groups = training_rows(results, kind, base.cfg.dim)
+    settings = TrainSettings(hidden=hidden, seed=seed)
+    with err.status(f"training a {kind} head on {len(targets)} rows"):
+        head, metrics = train_head(features, targets, groups, settings)
+    card = {"kind": kind, "base": {"model": model, "fingerprint": fingerprint(base)},
+            "data": {"labels": [str(p) for p in labels], "questions": len(results), "rows": len(targets),
+                     "labelling": [s.settings for s in stores]},
+            "settings": settings.__dict__, "metrics": metrics, "command": shlex.join(["ponder", *sys.argv[1:]])}
+    save_head(out_path, head, card)
+    out.print(f"{kind} head: validation AUC {metrics['val_auc']:.3f} (train {metrics['train_auc']:.3f}), "
+              f"{metrics['epochs']} epochs, {len(targets)} rows from {len(results)} questions: {out_path}")
+
+
+@app.command("eval")
+def evaluate(
+    heads: Annotated[list[Path], typer.Argument(help="Heads to compare (PRM, ORM, ...).")],
+    samples: Annotated[Path, typer.Option(help="Scored samples from benchmarks/bench_search.py (JSONL).")] = Path(
+        "runs/search.jsonl"),
+    labels: Annotated[list[Path] | None, typer.Option(help="Held-out label stores, for step AUC.")] = None,
+) -> None:
+    """Step AUC on held-out labels; best-of-N and weighted best-of-N with each head vs majority, N = 4, 16."""
+    from ponder.prm.evaluate import evaluate_heads
+
+    out.print(evaluate_heads(heads, samples, labels or []))

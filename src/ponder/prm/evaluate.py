@@ -1,0 +1,100 @@
+"""Does the learned verifier help? Step AUC on held-out labels, and selection among the same samples.
+
+Selection reuses the benchmark's samples (16 per evaluation question, with the policy's states at
+their step ends, from benchmarks/bench_search.py): best-of-N and weighted best-of-N with each head
+against majority voting and the oracle's pass@N, on the first N samples, as the literature does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.table import Table
+
+from ponder.errors import BadParameter
+from ponder.prm.features import decode_states, training_rows
+from ponder.prm.head import ValueHead, load_head
+from ponder.search.base import Candidate, best, majority, weighted
+from ponder.stats import bootstrap_interval, mean
+from ponder.tasks import EVALUATION_SETS, load_tasks
+from ponder.verify.base import aggregate
+
+SIZES = (4, 16)
+
+
+def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path]) -> Table:
+    from ponder.jobs import RunStore
+    from ponder.models.loader import load
+
+    if not samples.is_file():
+        raise BadParameter(f"no samples at {samples}: run benchmarks/bench_search.py first")
+    rows = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
+    cards = [load_head(p)[1] for p in paths]
+    models = {c["base"]["model"] for c in cards}
+    if len(models) != 1:
+        raise BadParameter(f"the heads belong to different models ({', '.join(sorted(models))}): compare one model's")
+    backbone = load(models.pop()).model
+    heads = {f"{c['kind']}:{p.stem}": load_head(p, backbone)[0] for p, c in zip(paths, cards)}
+    table = Table(title=f"learned verifiers on {len(rows)} evaluation questions (16 samples each)")
+    for column in ("selection", *(f"N = {n}" for n in SIZES)):
+        table.add_column(column)
+    for name, accuracy in selection_accuracy(rows, heads, backbone.cfg.dim).items():
+        table.add_row(name, *(_cell(accuracy[n]) for n in SIZES))
+    for path in labels:
+        results = [r for _, r in RunStore.existing(path).items()]
+        features, targets, _ = training_rows(results, "prm", backbone.cfg.dim)
+        for name, head in heads.items():
+            with torch.no_grad():
+                table.add_row(f"step AUC of {name} on {path.name}", f"{auc_of(head, features, targets):.3f}", "")
+    return table
+
+
+def selection_accuracy(rows: list[dict[str, Any]], heads: dict[str, ValueHead], dim: int
+                       ) -> dict[str, dict[int, list[float]]]:
+    """Per selection rule and N: 1.0 / 0.0 per question."""
+    spec, size, seed = EVALUATION_SETS[0]
+    tasks = {t.id: t for t in load_tasks(spec, size, seed)}
+    out: dict[str, dict[int, list[float]]] = {}
+
+    def record(name: str, n: int, right: bool) -> None:
+        out.setdefault(name, {}).setdefault(n, []).append(float(right))
+
+    for row in rows:
+        task = tasks.get(row["id"])
+        if task is None:
+            raise BadParameter(f"sample row {row['id']} is not an evaluation question: use the benchmark's samples")
+        missing = [s for s in row["samples"] if s.get("step_ends") and "states" not in s]
+        if missing:
+            raise BadParameter(f"question {row['id']} has samples without states: sample it again with the "
+                               "current benchmarks/bench_search.py")
+        for n in SIZES:
+            first = row["samples"][:n]
+            record("majority", n, task.check(majority([Candidate(s["text"], s["answer"]) for s in first])))
+            record("pass@N (oracle)", n, any(task.check(s["answer"]) for s in first))
+            for name, head in heads.items():
+                scored = [_candidate(s, head, dim) for s in first]
+                record(f"best-of-N, {name}", n, task.check(best(scored)))
+                record(f"weighted best-of-N, {name}", n, task.check(weighted(scored)))
+    return out
+
+
+def _candidate(sample: dict[str, Any], head: ValueHead, dim: int) -> Candidate:
+    if not sample.get("step_ends"):
+        return Candidate(sample["text"], sample["answer"], [], 0.0)
+    with torch.no_grad():
+        scores = head.probability(decode_states(sample["states"], dim)).tolist()
+    return Candidate(sample["text"], sample["answer"], scores, aggregate(scores, "last"))
+
+
+def auc_of(head: ValueHead, features: torch.Tensor, targets: torch.Tensor) -> float:
+    from ponder.prm.train import auc
+
+    return auc(head(features), targets)
+
+
+def _cell(values: list[float]) -> str:
+    low, high = bootstrap_interval(values)
+    return f"{mean(values):.2f} ({low:.2f}-{high:.2f})"

@@ -1,0 +1,179 @@
+"""The process reward model: Monte Carlo labels, the head, training, and the head as a verifier."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY
+from ponder.budget import Budget
+from ponder.engine.native import NativeEngine
+from ponder.engine.protocol import Sequence
+from ponder.engine.sampling import SamplingParams
+from ponder.errors import BadParameter
+from ponder.jobs import RunStore, run_all
+from ponder.models.loader import LoadedModel, load
+from ponder.prm.evaluate import selection_accuracy
+from ponder.prm.features import decode_states, encode_states, training_rows
+from ponder.prm.head import ValueHead, fingerprint, load_head, save_head
+from ponder.prm.label import LabelSettings, label_question
+from ponder.prm.train import TrainSettings, auc, train_head
+from ponder.prm.verifier import LearnedVerifier
+from ponder.tasks import EVALUATION_SETS, load_tasks
+from prm_jobs import TREE, ScriptedLabelJob, task
+from scripted import ScriptedGenerator
+from tiny_gguf import random_model, write_tiny_gguf
+
+TESTS = Path(__file__).parent
+
+
+def test_labels_are_the_exact_fractions_of_rollouts_that_reach_the_answer() -> None:
+    result = label_question(ScriptedGenerator(TREE, round_robin=True), task(0), LabelSettings(samples=2, rollouts=3))
+    first, second = result["samples"]  # fork 0 takes "a" then the first "7"; fork 1 takes "b" then "8"
+    assert first["text"] == "a\n\nThe answer is 7." and second["text"] == "b\n\nThe answer is 8."
+    assert first["labels"] == [2 / 3, 1.0] and second["labels"] == [0.0, 0.0]
+    assert first["rollouts_correct"] == [[True, True, False]] and first["correct"] and not second["correct"]
+    assert first["step_ends"] == [2, len(first["tokens"]) - 1]  # the token that closes "a\n\n", then the last
+    assert result["spend"]["generated_tokens"] > 0 and "states" not in first  # a scripted model has no states
+
+
+def test_a_labelling_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    settings = LabelSettings(samples=2, rollouts=3)
+    keys = [str(i) for i in range(24)]
+    whole = RunStore(tmp_path / "whole.db", {"run": 1})
+    run_all(keys, ScriptedLabelJob(settings), whole)
+    script = (f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
+              "from ponder.jobs import RunStore, run_all\nfrom ponder.prm.label import LabelSettings\n"
+              "from prm_jobs import ScriptedLabelJob\n"
+              f"run_all({keys!r}, ScriptedLabelJob(LabelSettings(samples=2, rollouts=3), pause=0.1), "
+              f"RunStore({str(tmp_path / 'killed.db')!r}, {{'run': 1}}))\n")
+    child = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if (tmp_path / "killed.db").exists() and len(RunStore.existing(tmp_path / "killed.db")) >= 3:
+            break
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    stored = len(RunStore.existing(tmp_path / "killed.db"))
+    assert 3 <= stored < len(keys)
+    subprocess.run([sys.executable, "-c", script.replace("pause=0.1", "pause=0.0")], check=True)
+    assert RunStore.existing(tmp_path / "killed.db").items() == whole.items()
+
+
+def test_training_on_a_separable_set_reaches_an_auc_above_0_95() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1500, 32)
+    y = (x @ torch.randn(32) > 0).float()
+    head, metrics = train_head(x, y, [f"q{i // 10}" for i in range(len(y))], TrainSettings(hidden=32))
+    assert metrics["val_auc"] > 0.95 and metrics["val_rows"] > 0
+    assert auc(head(x), y) > 0.95
+    shuffled = y[torch.randperm(len(y))]  # no signal: the same routine must not find one
+    _, chance = train_head(x, shuffled, [f"q{i // 10}" for i in range(len(y))], TrainSettings(hidden=32))
+    assert chance["val_auc"] < 0.65
+
+
+def test_states_round_trip_and_training_rows_follow_the_kind() -> None:
+    states = torch.randn(3, 8)
+    back = decode_states(encode_states(states), 8)
+    torch.testing.assert_close(back, states.half().float())
+    result = {"id": "q", "samples": [{"step_ends": [1, 2, 4], "labels": [0.5, 1.0, 1.0], "correct": True,
+                                      "states": encode_states(states)}]}
+    x, y, groups = training_rows([result], "prm", 8)
+    assert x.shape == (3, 8) and y.tolist() == [0.5, 1.0, 1.0] and groups == ["q"] * 3
+    x, y, _ = training_rows([result], "orm", 8)
+    assert x.shape == (1, 8) and y.tolist() == [1.0]
+    with pytest.raises(BadParameter, match="without states"):
+        training_rows([{"id": "q", "samples": [{"step_ends": [0], "labels": [1.0], "correct": True}]}], "prm", 8)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    folder = tmp_path_factory.mktemp("tiny")
+    write_tiny_gguf(folder / "tiny.gguf", random_model(TINY["qwen2-bias"]))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PONDER_HOME", str(folder / "home"))
+        return load(folder / "tiny.gguf")
+
+
+def test_a_head_trained_for_another_model_is_refused(tiny: LoadedModel, tmp_path: Path) -> None:
+    other = random_model(TINY["qwen2-bias"])  # same shape, other weights
+    head = ValueHead(tiny.config.dim, 8)
+    save_head(tmp_path / "head.safetensors", head, {"kind": "prm", "base": {"model": "tiny", "fingerprint":
+                                                                            fingerprint(tiny.model)}})
+    loaded, card = load_head(tmp_path / "head.safetensors", tiny.model)
+    assert card["kind"] == "prm" and card["hidden"] == 8
+    with pytest.raises(BadParameter, match="trained on the states of tiny, not of this model"):
+        load_head(tmp_path / "head.safetensors", other)
+    with pytest.raises(BadParameter, match="train one"):
+        load_head(tmp_path / "missing.safetensors")
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_the_head_reads_the_states_generation_computed_instead_of_a_second_pass(tiny: LoadedModel,
+                                                                               tmp_path: Path) -> None:
+    head = ValueHead(tiny.config.dim, 8)
+    torch.nn.init.normal_(head.net[0].weight, std=0.5)  # scores that vary with the state
+    riding = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    verifier = LearnedVerifier(head, riding)
+    [samples] = riding.sample([list(range(10, 40))], 3, SamplingParams(1.0, max_tokens=24, seed=1))
+    budget = Budget()
+    read = verifier.score(task(0), samples, budget)
+    assert budget.spent.verifier_tokens == 0 and verifier.separate_pass_tokens == 0
+    apart = LearnedVerifier(head, NativeEngine(tiny, cache_bytes=8 << 20, block_size=4), ride_along=False)
+    computed = apart.score(task(0), [Sequence(s.prompt, s.tokens, text=s.text) for s in samples], budget)
+    assert budget.spent.verifier_tokens > 0 and apart.separate_pass_tokens > 0
+    for a, b in zip(read, computed):
+        assert len(a) == len(b) >= 1
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=1e-4)
+    assert len({round(x, 4) for s in read for x in s}) > 1
+
+
+def test_a_verifier_that_knows_the_right_solution_beats_majority_in_selection() -> None:
+    spec, size, seed = EVALUATION_SETS[0]
+    target = load_tasks(spec, size, seed)[0]
+    good, bad = torch.full((1, 4), 3.0), torch.full((1, 4), -3.0)
+
+    def sample(answer: str, states: torch.Tensor) -> dict:
+        return {"text": f"The answer is {answer}.", "answer": answer, "step_ends": [0], "states": encode_states(states)}
+
+    row = {"id": target.id, "samples": [sample("-1", bad), sample("-1", bad), sample(target.reference, good),
+                                        sample("-2", bad)] * 4}
+    head = ValueHead(4, 0)
+    with torch.no_grad():
+        head.net.weight.fill_(1.0)
+        head.net.bias.zero_()
+    accuracy = selection_accuracy([row], {"prm": head}, 4)
+    assert accuracy["majority"][4] == [0.0] and accuracy["best-of-N, prm"][4] == [1.0]
+    assert accuracy["pass@N (oracle)"][16] == [1.0] and accuracy["weighted best-of-N, prm"][16] == [1.0]
+
+
+@pytest.mark.slow
+def test_label_train_and_search_with_the_head_from_the_command_line(tmp_path: Path) -> None:
+    from cli import error_line, ponder
+    from reference import ponder_model
+
+    ponder_model("smollm2-135m-instruct")
+    labels, head = tmp_path / "labels.db", tmp_path / "head.safetensors"
+    common = ["--model", "smollm2-135m-instruct", "--out", str(labels), "--size", "3", "--samples", "2",
+              "--rollouts", "2", "--max-tokens", "40", "--task", "chain_sum:min_terms=2,max_terms=2,max_digits=1"]
+    done = ponder("prm", "label", *common)
+    assert done.returncode == 0, done.stderr
+    assert "3 questions labelled (3 now)" in done.stdout
+    again = ponder("prm", "label", *common)  # everything is stored: nothing runs again
+    assert "3 questions labelled (0 now)" in again.stdout, again.stderr
+    assert "rollouts=2" in error_line(ponder("prm", "label", *common, "--rollouts", "3"))
+    done = ponder("prm", "train", str(labels), "--out", str(head), "--hidden", "8")
+    assert done.returncode == 0, done.stderr
+    assert "validation AUC" in done.stdout and head.is_file() and head.with_suffix(".json").is_file()
+    solved = ponder("solve", "What is 2 + 3?", "--model", "smollm2-135m-instruct", "--strategy", "bon", "--n", "2",
+                    "--max-tokens", "32", "--verifier", f"prm:{head}", "--json")
+    assert solved.returncode == 0, solved.stderr
+    assert '"verifier_tokens": 0' in solved.stdout  # the head rode along with generation
