@@ -1,6 +1,6 @@
 """Accuracy against budget for the search strategies, on gsm_symbolic with the default model.
 
-    .venv/bin/python benchmarks/bench_search.py [--questions 100] [--verifier generative-outcome] [--out runs/search.jsonl]
+    .venv/bin/python benchmarks/bench_search.py [--questions 100] [--verifier generative-outcome]
 
 Per question: greedy decoding; one set of 16 samples, from which majority vote, best-of-N and
 weighted best-of-N at n = 1, 4, 16 are all read (the first n samples; as the literature does), with

@@ -188,7 +188,8 @@ def test_states_are_the_models_hidden_states_and_reuse_the_cache(tiny: LoadedMod
     got = engine.states(contexts)
     for context, state in zip(contexts, got):
         with torch.no_grad():
-            torch.testing.assert_close(state, tiny.model.hidden_states(torch.tensor([context]))[0, -1], atol=1e-4, rtol=1e-4)
+            expected = tiny.model.hidden_states(torch.tensor([context]))[0, -1]
+        torch.testing.assert_close(state, expected, atol=1e-4, rtol=1e-4)
     before = engine.usage.snapshot()
     engine.states([tuple(PROMPTS[1][:30])])  # inside a context computed above: only the last token and a block
     assert (engine.usage - before).prompt_tokens_computed <= 4

@@ -30,7 +30,7 @@ def label(
     rollouts: Annotated[int, typer.Option(help="Rollouts from each step.")] = 4,
     temperature: Annotated[float, typer.Option(help="For solutions and rollouts.")] = 0.4,
     max_tokens: Annotated[int, typer.Option(help="Per solution and per rollout.")] = 512,
-    backend: Annotated[str, typer.Option(help="native (stores states for training), native-fp32, llamacpp.")] = "native",
+    backend: Annotated[str, typer.Option(help="native (stores states to train on), native-fp32, llamacpp.")] = "native",
     ray: Annotated[str | None, typer.Option(help="Fan questions out on Ray: 'local' or a cluster address.")] = None,
 ) -> None:
     """Monte Carlo step labels from the policy's own solutions, resumable."""
@@ -42,7 +42,8 @@ def label(
     settings = LabelSettings(samples, rollouts, temperature, max_tokens, seed)
     job = LabelJob(model, backend, size, seed, settings)
     keys = job.keys(task)
-    with RunStore(out_path, {"model": model, "backend": backend, "tasks": task, "size": size} | asdict(settings)) as store:
+    run = {"model": model, "backend": backend, "tasks": task, "size": size} | asdict(settings)
+    with RunStore(out_path, run) as store:
         ran = run_all(keys, job, store, ray_address=ray, progress="labelling")
         results = [r for _, r in store.items()]
     steps = [x for r in results for s in r["samples"] for x in s["labels"]]
@@ -56,7 +57,8 @@ def label(
 def train(
     labels: Annotated[list[Path], typer.Argument(help="Label stores from `ponder prm label`.")],
     out_path: Annotated[Path, typer.Option("--out", help="Where the head goes (a .safetensors, card beside it).")],
-    kind: Annotated[str, typer.Option(help="prm: every step, Monte Carlo labels; orm: final state, correctness.")] = "prm",
+    kind: Annotated[str, typer.Option(help="prm: every step, Monte Carlo labels; orm: the final state, "
+                                           "correctness.")] = "prm",
     hidden: Annotated[int, typer.Option(help="Hidden units (0: logistic regression).")] = 256,
     seed: int = 0,
 ) -> None:

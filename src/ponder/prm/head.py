@@ -28,7 +28,8 @@ class ValueHead(nn.Module):
         self.dim, self.hidden = dim, hidden
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1)) if hidden else nn.Linear(dim, 1)
+        self.net = (nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1)) if hidden
+                    else nn.Linear(dim, 1))
 
     def forward(self, states: Tensor) -> Tensor:
         """Logits [...] for states [..., dim]."""
