@@ -27,7 +27,7 @@ from ponder.prm.label import LabelSettings, label_question
 from ponder.prm.train import TrainSettings, auc, train_head
 from ponder.prm.verifier import LearnedVerifier
 from ponder.tasks import EVALUATION_SETS, load_tasks
-from prm_jobs import TREE, ScriptedLabelJob, task
+from scripted_jobs import TREE, ScriptedLabelJob, task
 from scripted import ScriptedGenerator
 from tiny_gguf import random_model, write_tiny_gguf
 
@@ -51,7 +51,7 @@ def test_a_labelling_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path
     run_all(keys, ScriptedLabelJob(settings), whole)
     script = (f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
               "from ponder.jobs import RunStore, run_all\nfrom ponder.prm.label import LabelSettings\n"
-              "from prm_jobs import ScriptedLabelJob\n"
+              "from scripted_jobs import ScriptedLabelJob\n"
               f"run_all({keys!r}, ScriptedLabelJob(LabelSettings(samples=2, rollouts=3), pause=0.1), "
               f"RunStore({str(tmp_path / 'killed.db')!r}, {{'run': 1}}))\n")
     child = subprocess.Popen([sys.executable, "-c", script])

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ponder.errors import PonderError
+from ponder.eval import cli as eval_commands
 from ponder.prm.cli import app as prm_app
 
 if TYPE_CHECKING:  # the heavy imports (torch) wait until a command needs them
@@ -24,6 +25,8 @@ if TYPE_CHECKING:  # the heavy imports (torch) wait until a command needs them
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="ponder: make small open-weight language models think harder.")
 app.add_typer(prm_app, name="prm")
+app.command("eval")(eval_commands.evaluate)
+app.command("report")(eval_commands.report)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 

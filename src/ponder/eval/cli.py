@@ -1,0 +1,79 @@
+"""`ponder eval` (run a grid, resumably, locally or on Ray) and `ponder report` (HTML and markdown)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ponder.errors import BadParameter
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _numbers(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise BadParameter(f"{what} must be numbers separated by commas, like 1,4,16, not {text!r}") from None
+
+
+def evaluate(
+    task: Annotated[str, typer.Option(help="Task set (see load_tasks): gsm_symbolic, chain_sum:terms=3, a .jsonl.")],
+    out_path: Annotated[Path, typer.Option("--out", help="The run's SQLite store (resumed if it exists).")],
+    model: Annotated[str, typer.Option(help="The policy.")] = "qwen2.5-coder-0.5b-instruct",
+    strategies: Annotated[str, typer.Option(help="Comma-separated: greedy, majority, bon, weighted_bon, beam, "
+                                                 "lookahead, dvts, revisions.")] = "greedy,majority",
+    budgets: Annotated[str, typer.Option(help="Budgets n (samples, beams), comma-separated.")] = "1,4,16",
+    seeds: Annotated[int, typer.Option(help="Seeds per question.")] = 1,
+    size: Annotated[int, typer.Option(help="Questions.")] = 100,
+    task_seed: Annotated[int, typer.Option(help="Chooses the questions.")] = 2024,
+    verifier: Annotated[str | None, typer.Option(help="For bon, weighted_bon and the tree strategies.")] = None,
+    temperature: float = 0.4,
+    max_tokens: int = 512,
+    width: Annotated[int, typer.Option(help="Tree strategies: children per kept beam.")] = 4,
+    backend: Annotated[str, typer.Option(help="native, native-fp32 or llamacpp.")] = "native",
+    ray: Annotated[str | None, typer.Option(help="Fan items out on Ray: 'local' or a cluster address.")] = None,
+) -> None:
+    """Run a grid of strategies x budgets x seeds over a task set; every result in one SQLite store."""
+    from dataclasses import asdict
+
+    from ponder.eval.grid import EvalJob, GridSettings
+    from ponder.jobs import RunStore, run_all
+
+    if seeds < 1:
+        raise BadParameter(f"seeds must be at least 1, not {seeds}")
+    grid = GridSettings(tuple(s.strip() for s in strategies.split(",") if s.strip()),
+                        _numbers(budgets, "budgets"), verifier, temperature, max_tokens, width)
+    job = EvalJob(model, backend, task, size, task_seed, grid)
+    keys = job.keys(seeds)
+    settings = {"model": model, "backend": backend, "tasks": task, "size": size, "task_seed": task_seed,
+                "seeds": seeds} | asdict(grid)
+    with RunStore(out_path, settings) as store:
+        ran = run_all(keys, job, store, ray_address=ray, progress="evaluating")
+    out.print(f"{len(keys)} items ({ran} now) in {out_path}: `ponder report {out_path}` summarises them")
+
+
+def report(
+    run: Annotated[Path, typer.Argument(help="A run store from `ponder eval`.")],
+    compare: Annotated[list[Path] | None, typer.Option(help="Other runs to draw on the same axes.")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="The HTML page (RUN.html by default).")] = None,
+    bins: Annotated[int, typer.Option(help="Difficulty bins.")] = 5,
+) -> None:
+    """A self-contained HTML report with figures, and a markdown table beside it."""
+    from ponder.eval.report import Run, write_report
+    from ponder.jobs import RunStore
+
+    def load(path: Path) -> Run:
+        store = RunStore.existing(path)
+        rows = [r for _, r in store.items()]
+        if not rows:
+            raise BadParameter(f"{path} holds no results yet: let `ponder eval` run a while")
+        return Run(str(store.settings.get("model", path.stem)), rows, store.settings)
+
+    page, table = write_report(load(run), [load(p) for p in compare or []], out_path or run.with_suffix(".html"),
+                               bins)
+    out.print(table.read_text())
+    out.print(f"report: {page}; table: {table}")

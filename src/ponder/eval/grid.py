@@ -1,0 +1,166 @@
+"""One grid item: a question under one seed, every strategy at every budget, with its spend.
+
+Samples are reused where the statistics allow, as the literature does: majority vote, best-of-N and
+weighted best-of-N at every budget n read the first n of one seeded pool of max(budgets) samples,
+scored once. Seeds follow each sample's fork index, so those first n are exactly the samples a run
+with budget n would draw: the reuse changes no result, only the cost of the grid. Each budget's
+spend is what its own n samples cost: the prompt once, their generated tokens, and their share of
+the verifier's work. Tree strategies (beam, lookahead, DVTS) and revisions run once per budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ponder.budget import Budget
+from ponder.engine.protocol import Generator
+from ponder.errors import BadParameter
+from ponder.search import STRATEGIES, make_strategy
+from ponder.search.base import Candidate, Sampling, Search, best, majority, weighted
+from ponder.tasks.base import Task
+from ponder.verify import make_verifier
+from ponder.verify.base import Verifier
+
+POOLED = {"majority": majority, "bon": best, "weighted_bon": weighted}  # read off one pool of samples
+TREES = ("beam", "lookahead", "dvts")  # n must be a multiple of the width
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    strategies: tuple[str, ...]
+    budgets: tuple[int, ...]
+    verifier: str | None = None
+    temperature: float = 0.4
+    max_tokens: int = 512
+    width: int = 4
+
+    def __post_init__(self) -> None:
+        for name in self.strategies:
+            if name not in STRATEGIES:
+                raise BadParameter(f"unknown strategy {name!r}: use some of {', '.join(STRATEGIES)}")
+        if not self.budgets or min(self.budgets) < 1:
+            raise BadParameter(f"budgets must be positive numbers of samples, not {list(self.budgets)}")
+        needs = [s for s in self.strategies if s not in ("greedy", "majority", "revisions")]
+        if needs and self.verifier is None:
+            raise BadParameter(f"{', '.join(needs)} need a verifier: give one with --verifier")
+
+    def runs(self) -> list[str]:
+        """The grid's cells, as result keys ("beam@16"); budgets a tree strategy cannot split are left out."""
+        cells = ["greedy@1"] if "greedy" in self.strategies else []
+        for name in self.strategies:
+            if name == "greedy":
+                continue
+            cells += [f"{name}@{n}" for n in self.budgets if name not in TREES or n % self.width == 0]
+        if any(s in POOLED for s in self.strategies):
+            cells += [f"pass@{n}" for n in self.budgets]
+        return cells
+
+
+def run_item(generator: Generator, task: Task, seed: int, grid: GridSettings,
+             verifier: Verifier | None = None) -> dict[str, Any]:
+    """Every cell of the grid for one question and seed; the pool's samples kept for later analysis."""
+    if verifier is None and grid.verifier is not None:
+        verifier = make_verifier(grid.verifier, generator)
+    sampling = Sampling(temperature=grid.temperature, max_tokens=grid.max_tokens, seed=seed)
+    results: dict[str, dict[str, Any]] = {}
+    pool: list[dict[str, Any]] = []
+    if "greedy" in grid.strategies:
+        start = time.perf_counter()
+        run = make_strategy("greedy", max_tokens=grid.max_tokens).run(Search(generator, task, Budget()))
+        results["greedy@1"] = _entry(task, run.answer, run.spend.to_dict(), time.perf_counter() - start)
+    if pooled := [s for s in grid.strategies if s in POOLED]:
+        pool, cells = _pooled(generator, task, grid, pooled, sampling, verifier)
+        results |= cells
+    for name in grid.strategies:
+        if name == "greedy" or name in POOLED:
+            continue
+        for n in grid.budgets:
+            if f"{name}@{n}" not in grid.runs():
+                continue
+            settings: dict[str, Any] = {"temperature": grid.temperature, "max_tokens": grid.max_tokens, "seed": seed}
+            if name in TREES:
+                settings["width"] = grid.width
+            start = time.perf_counter()
+            run = make_strategy(name, n, **settings).run(Search(generator, task, Budget(), verifier))
+            results[f"{name}@{n}"] = _entry(task, run.answer, run.spend.to_dict(), time.perf_counter() - start)
+    return {"question": task.id, "seed": seed, "difficulty": task.difficulty, "pool": pool, "results": results,
+            "grid": asdict(grid)}
+
+
+def _pooled(generator: Generator, task: Task, grid: GridSettings, strategies: list[str], sampling: Sampling,
+            verifier: Verifier | None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    search = Search(generator, task, Budget(), verifier)
+    start = time.perf_counter()
+    samples = search.sample(max(grid.budgets), sampling.whole())
+    prompt, sampling_seconds = search.budget.spent.prompt_tokens_computed, time.perf_counter() - start
+    before = (search.budget.spent.verifier_tokens, search.budget.spent.flops)
+    scored = any(s != "majority" for s in strategies)
+    candidates = search.candidates(samples, search.score(samples) if scored else None)
+    judging = (search.budget.spent.verifier_tokens - before[0], search.budget.spent.flops - before[1],
+               time.perf_counter() - start - sampling_seconds)
+    lengths = [len(s.tokens) for s in samples]
+    cells = {}
+    for n in grid.budgets:
+        first, generated, part = candidates[:n], sum(lengths[:n]), n / len(samples)
+        drawn = {"tokens": prompt + generated, "flops": 2.0 * generator.info.n_params * (prompt + generated),
+                 "seconds": sampling_seconds * generated / max(1, sum(lengths))}
+        judged = {"tokens": drawn["tokens"] + judging[0] * part, "flops": drawn["flops"] + judging[1] * part,
+                  "seconds": drawn["seconds"] + judging[2] * part}
+        for name in strategies:
+            answer = POOLED[name](first)
+            cells[f"{name}@{n}"] = {"answer": answer, "correct": task.check(answer)} | (
+                drawn if name == "majority" else judged)
+        cells[f"pass@{n}"] = {"answer": None, "correct": any(task.check(c.answer) for c in first)} | drawn
+    return [_sample_record(task, c) for c in candidates], cells
+
+
+def _entry(task: Task, answer: str | None, spend: dict[str, float], seconds: float) -> dict[str, Any]:
+    tokens = spend["generated_tokens"] + spend["prompt_tokens_computed"] + spend["verifier_tokens"]
+    return {"answer": answer, "correct": task.check(answer), "tokens": tokens, "flops": spend["flops"],
+            "seconds": seconds}
+
+
+def _sample_record(task: Task, c: Candidate) -> dict[str, Any]:
+    return {"text": c.text, "answer": c.answer, "correct": task.check(c.answer), "step_scores": c.step_scores,
+            "tokens": c.tokens}
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """The grid item for a key ("TASK_ID#SEED"), for `jobs.run_all`: picklable, so Ray workers can run it;
+    each process opens its model and verifier once."""
+
+    model: str
+    backend: str
+    tasks: str
+    size: int
+    task_seed: int
+    grid: GridSettings
+
+    def keys(self, seeds: int) -> list[str]:
+        return [f"{task.id}#{seed}" for task in _tasks(self.tasks, self.size, self.task_seed) for seed in range(seeds)]
+
+    def __call__(self, key: str) -> dict[str, Any]:
+        from ponder.engine.backends import shared_generator
+
+        task_id, _, seed = key.rpartition("#")
+        task = next(t for t in _tasks(self.tasks, self.size, self.task_seed) if t.id == task_id)
+        generator = shared_generator(self.model, self.backend)
+        return run_item(generator, task, int(seed), self.grid, _verifier(self.model, self.backend, self.grid.verifier))
+
+
+@functools.cache
+def _tasks(spec: str, size: int, seed: int) -> list[Task]:
+    from ponder.tasks import load_tasks
+
+    return load_tasks(spec, size, seed)
+
+
+@functools.cache
+def _verifier(model: str, backend: str, name: str | None) -> Verifier | None:
+    from ponder.engine.backends import shared_generator
+
+    return make_verifier(name, shared_generator(model, backend)) if name else None

@@ -1,0 +1,101 @@
+"""`ponder report`: a self-contained HTML page (figures inline) and a markdown table for the README.
+
+Figures: accuracy against FLOPs per question (log scale) for each strategy, with the compute-optimal
+frontier; the same per difficulty bin; runs given with --compare (a larger model, say) drawn dashed
+on the same axes and binned by the main run's question difficulty.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ponder.eval.metrics import Cell, frontier, oracle_difficulty, quantile_bins, summarize
+
+
+@dataclass
+class Run:
+    label: str
+    rows: list[dict[str, Any]]
+    settings: dict[str, Any]
+
+
+def build_report(main: Run, compared: list[Run], bins: int = 5) -> tuple[str, str]:
+    """(HTML page, markdown table)."""
+    difficulty = quantile_bins(oracle_difficulty(main.rows), bins)
+    cells = {run.label: summarize(run.rows, difficulty) for run in [main, *compared]}
+    figures = [_figure(cells, None, "all questions")]
+    names = {1: " (easiest)", bins: " (hardest)"}
+    figures += [_figure(cells, b, f"difficulty bin {b} of {bins}{names.get(b, '')}") for b in range(1, bins + 1)]
+    table = markdown_table(cells, bins)
+    title = f"ponder: {html.escape(main.label)} on {html.escape(str(main.settings.get('tasks', '')))}"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
+            "pre{background:#f4f4f4;padding:1em;overflow-x:auto}</style></head><body>"
+            f"<h1>{title}</h1><p>{len({r['question'] for r in main.rows})} questions, "
+            f"{len(main.rows)} question-seed items. Settings: <code>{html.escape(str(main.settings))}</code></p>"
+            + "".join(f"<img src='data:image/png;base64,{png}'>" for png in figures)
+            + f"<h2>Table</h2><pre>{html.escape(table)}</pre></body></html>")
+    return page, table
+
+
+def markdown_table(cells: dict[str, list[Cell]], bins: int) -> str:
+    head = "| run | strategy | n | accuracy (95% CI) | TFLOPs / q | tokens / q | s / q | " + " | ".join(
+        f"bin {b}" for b in range(1, bins + 1)) + " |"
+    lines = [head, "|" + "---|" * (7 + bins)]
+    for label, run_cells in cells.items():
+        by_bin = {(c.key, c.difficulty_bin): c for c in run_cells}
+        for c in (c for c in run_cells if c.difficulty_bin is None):
+            binned = [by_bin.get((c.key, b)) for b in range(1, bins + 1)]
+            lines.append(f"| {label} | {c.strategy} | {c.n} | {c.accuracy:.2f} ({c.low:.2f}-{c.high:.2f}) | "
+                         f"{c.flops / 1e12:.2f} | {c.tokens:,.0f} | {c.seconds:.1f} | "
+                         + " | ".join("" if x is None else f"{x.accuracy:.2f}" for x in binned) + " |")
+    return "\n".join(lines)
+
+
+def _figure(cells: dict[str, list[Cell]], difficulty_bin: int | None, title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for k, (label, run_cells) in enumerate(cells.items()):
+        chosen = [c for c in run_cells if c.difficulty_bin == difficulty_bin and c.flops > 0]
+        for strategy in sorted({c.strategy for c in chosen}):
+            line = sorted((c for c in chosen if c.strategy == strategy), key=lambda c: c.flops)
+            ax.errorbar([c.flops for c in line], [c.accuracy for c in line],
+                        yerr=[[c.accuracy - c.low for c in line], [c.high - c.accuracy for c in line]],
+                        marker="o", capsize=3, linestyle="-" if k == 0 else "--",
+                        label=f"{label}: {strategy}" if len(cells) > 1 else strategy)
+        if k == 0 and (best := frontier(chosen)):
+            ax.plot([c.flops for c in best], [c.accuracy for c in best], color="grey", linewidth=6, alpha=0.3,
+                    label="compute-optimal frontier")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per question")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_report(main: Run, compared: list[Run], out: Path, bins: int = 5) -> tuple[Path, Path]:
+    """The page and the table, each written whole (to a temporary name, then renamed)."""
+    page, table = build_report(main, compared, bins)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, text in ((out, page), (out.with_suffix(".md"), table + "\n")):
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(text)
+        partial.replace(path)
+        written.append(path)
+    return written[0], written[1]

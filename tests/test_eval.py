@@ -1,0 +1,151 @@
+"""The evaluation harness: the grid, its reuse of samples, resuming, Ray, metrics and the report."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ponder.errors import BadParameter
+from ponder.eval.grid import GridSettings
+from ponder.eval.metrics import frontier, oracle_difficulty, quantile_bins, summarize
+from ponder.eval.report import Run, build_report, write_report
+from ponder.jobs import RunStore, run_all
+from ponder.search import Search, make_strategy
+from ponder.stats import bootstrap_interval
+from scripted import ScriptedGenerator, ScriptedVerifier
+from scripted_jobs import GOOD_STEPS, GRID, SPLIT, ScriptedEvalJob, task
+
+TESTS = Path(__file__).parent
+KEYS = [f"{q}#{s}" for q in range(10) for s in range(2)]
+
+
+def test_the_grid_reads_pooled_strategies_off_one_pool_without_changing_a_result() -> None:
+    item = ScriptedEvalJob()("0#3")
+    assert set(item["results"]) == set(GRID.runs()) and "beam@1" not in item["results"]  # 1 beam cannot split 4 ways
+    assert len(item["pool"]) == 8 and item["results"]["greedy@1"]["answer"] == "6"
+    for name in ("majority", "bon", "weighted_bon"):
+        for n in (1, 4, 8):
+            alone = make_strategy(name, n, seed=3).run(Search(ScriptedGenerator(SPLIT), task(0), None,
+                                                             ScriptedVerifier(GOOD_STEPS)))
+            assert item["results"][f"{name}@{n}"]["answer"] == alone.answer, (name, n)
+    pooled = [item["results"][f"majority@{n}"] for n in (1, 4, 8)]
+    assert pooled[0]["tokens"] < pooled[1]["tokens"] < pooled[2]["tokens"]
+    assert item["results"]["bon@4"]["flops"] > item["results"]["majority@4"]["flops"]  # the verifier's share
+    assert item["results"]["pass@8"]["correct"] and item["results"]["beam@8"]["answer"] == "7"
+
+
+def test_bad_grids_are_refused_in_one_line() -> None:
+    with pytest.raises(BadParameter, match="unknown strategy 'telepathy'"):
+        GridSettings(("telepathy",), (1,))
+    with pytest.raises(BadParameter, match="need a verifier"):
+        GridSettings(("bon",), (4,))
+    with pytest.raises(BadParameter, match="positive"):
+        GridSettings(("majority",), (0, 4))
+
+
+def test_an_evaluation_killed_at_a_random_point_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    whole = RunStore(tmp_path / "whole.db", {"grid": 1})
+    run_all(KEYS, ScriptedEvalJob(), whole)
+    script = (f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
+              "from ponder.jobs import RunStore, run_all\nfrom scripted_jobs import ScriptedEvalJob\n"
+              f"run_all({KEYS!r}, ScriptedEvalJob(pause=0.05), RunStore({str(tmp_path / 'killed.db')!r}, {{'grid': 1}}))")
+    child = subprocess.Popen([sys.executable, "-c", script])
+    time.sleep(random.uniform(2.0, 3.0))  # imports take about 2 s; items 0.05 s each
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    subprocess.run([sys.executable, "-c", script], check=True)
+    resumed = RunStore.existing(tmp_path / "killed.db").items()
+    assert [k for k, _ in resumed] == sorted({k for k, _ in resumed}, key=KEYS.index)  # each once
+    assert dict(resumed) == dict(whole.items())
+
+
+def test_the_ray_path_gives_what_the_local_path_gives(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    import scripted
+    import scripted_jobs
+
+    local = RunStore(tmp_path / "local.db", {"grid": 1})
+    run_all(KEYS[:6], ScriptedEvalJob(), local)
+    for module in (scripted, scripted_jobs):  # Ray workers cannot import the tests: ship them by value
+        ray.cloudpickle.register_pickle_by_value(module)
+    try:
+        remote = RunStore(tmp_path / "ray.db", {"grid": 1})
+        assert run_all(KEYS[:6], ScriptedEvalJob(), remote, ray_address="local") == 6
+    finally:
+        for module in (scripted, scripted_jobs):
+            ray.cloudpickle.unregister_pickle_by_value(module)
+    assert dict(remote.items()) == dict(local.items())
+
+
+def test_bootstrap_intervals_cover_a_known_mean_at_the_expected_width() -> None:
+    rng = random.Random(1)
+    covered = 0
+    for trial in range(40):
+        values = [float(rng.random() < 0.7) for _ in range(400)]
+        low, high = bootstrap_interval(values, seed=trial)
+        covered += low <= 0.7 <= high
+        assert 0.06 < high - low < 0.11  # 2 x 1.96 x sqrt(0.21 / 400) = 0.090
+    assert covered >= 34  # 95% coverage: 38 of 40 expected
+
+
+def rows(correct: dict[str, list[bool]], flops: float = 1e9) -> list[dict]:
+    """Grid items where each question's pool has the given outcomes and majority@4 is right iff most are."""
+    return [{"question": q, "seed": 0, "pool": [{"correct": c} for c in outcomes],
+             "results": {"majority@4": {"correct": sum(outcomes) > len(outcomes) / 2, "flops": flops, "tokens": 10,
+                                        "seconds": 1.0},
+                         "greedy@1": {"correct": outcomes[0], "flops": flops / 4, "tokens": 3, "seconds": 0.2}}}
+            for q, outcomes in correct.items()]
+
+
+def test_oracle_difficulty_bins_easiest_first_and_the_frontier() -> None:
+    data = rows({f"q{i}": [j < i for j in range(10)] for i in range(10)})  # q9: 9 of 10 right; q0: none
+    difficulty = oracle_difficulty(data)
+    assert difficulty["q9"] == 0.9 and difficulty["q0"] == 0.0
+    bins = quantile_bins(difficulty, 5)
+    assert bins["q9"] == bins["q8"] == 1 and bins["q0"] == bins["q1"] == 5
+    cells = summarize(data, bins)
+    overall = {c.key: c for c in cells if c.difficulty_bin is None}
+    assert overall["majority@4"].accuracy == 0.4 and overall["majority@4"].questions == 10
+    assert {c.accuracy for c in cells if c.key == "majority@4" and c.difficulty_bin == 1} == {1.0}
+    assert [c.key for c in frontier([c for c in cells if c.difficulty_bin is None])] == ["greedy@1"]
+    # greedy (0.9 of questions right first time) costs a quarter: majority never beats it here
+
+
+def test_the_report_draws_every_bin_and_writes_a_table(tmp_path: Path) -> None:
+    main = Run("small", rows({f"q{i}": [j < i for j in range(10)] for i in range(10)}), {"tasks": "t"})
+    large = Run("large", rows({f"q{i}": [True] * 10 for i in range(10)}, flops=3e9), {"tasks": "t"})
+    page, table = build_report(main, [large], bins=5)
+    assert page.count("<img src='data:image/png;base64,") == 6 and "<h1>" in page
+    assert "| large | majority | 4 | 1.00" in table and "| small | greedy | 1 |" in table
+    html_path, md_path = write_report(main, [], tmp_path / "r.html")
+    assert html_path.read_text().startswith("<!doctype html>") and md_path.read_text().startswith("| run |")
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.slow
+def test_ponder_eval_and_report_on_real_weights(tmp_path: Path) -> None:
+    from cli import error_line, ponder
+    from reference import ponder_model
+
+    ponder_model("smollm2-135m-instruct")
+    store = tmp_path / "run.db"
+    args = ["eval", "--model", "smollm2-135m-instruct", "--task", "chain_sum:min_terms=2,max_terms=2,max_digits=1",
+            "--size", "2", "--strategies", "greedy,majority", "--budgets", "1,2", "--max-tokens", "32",
+            "--out", str(store)]
+    done = ponder(*args)
+    assert done.returncode == 0, done.stderr
+    assert "2 items (2 now)" in done.stdout
+    items = RunStore.existing(store).items()
+    assert sorted(k.rsplit("/", 1)[-1] for k, _ in items) == ["0#0", "1#0"]
+    assert {"greedy@1", "majority@2", "pass@2"} <= set(items[0][1]["results"])
+    assert "budgets" in error_line(ponder(*args[:-4], "--budgets", "1,x", *args[-2:]))
+    done = ponder("report", str(store))
+    assert done.returncode == 0, done.stderr
+    assert store.with_suffix(".html").is_file() and "| smollm2-135m-instruct | majority | 2 |" in done.stdout
