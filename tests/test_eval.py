@@ -130,22 +130,28 @@ def test_the_report_draws_every_bin_and_writes_a_table(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ponder_eval_and_report_on_real_weights(tmp_path: Path) -> None:
+def test_eval_report_allocate_and_auto_on_real_weights(tmp_path: Path) -> None:
     from cli import error_line, ponder
     from reference import ponder_model
 
     ponder_model("smollm2-135m-instruct")
-    store = tmp_path / "run.db"
+    store, policy = tmp_path / "run.db", tmp_path / "policy.json"
     args = ["eval", "--model", "smollm2-135m-instruct", "--task", "chain_sum:min_terms=2,max_terms=2,max_digits=1",
-            "--size", "2", "--strategies", "greedy,majority", "--budgets", "1,2", "--max-tokens", "32",
-            "--out", str(store)]
+            "--size", "2", "--strategies", "greedy,majority,bon", "--verifier", "arithmetic", "--budgets", "1,2",
+            "--max-tokens", "32", "--out", str(store)]
     done = ponder(*args)
     assert done.returncode == 0, done.stderr
     assert "2 items (2 now)" in done.stdout
     items = RunStore.existing(store).items()
     assert sorted(k.rsplit("/", 1)[-1] for k, _ in items) == ["0#0", "1#0"]
-    assert {"greedy@1", "majority@2", "pass@2"} <= set(items[0][1]["results"])
+    assert {"greedy@1", "majority@2", "bon@2", "pass@2"} <= set(items[0][1]["results"])
     assert "budgets" in error_line(ponder(*args[:-4], "--budgets", "1,x", *args[-2:]))
     done = ponder("report", str(store))
     assert done.returncode == 0, done.stderr
     assert store.with_suffix(".html").is_file() and "| smollm2-135m-instruct | majority | 2 |" in done.stdout
+    done = ponder("allocate", str(store), "--out", str(policy), "--probe", "1", "--bins", "2")
+    assert done.returncode == 0 and "bin 2: n=1:" in done.stdout, done.stderr
+    solved = ponder("solve", "What is 2 + 3?", "--model", "smollm2-135m-instruct", "--strategy", "auto", "--n", "2",
+                    "--policy", str(policy), "--max-tokens", "32", "--json")
+    assert solved.returncode == 0, solved.stderr
+    assert '"strategy": "auto"' in solved.stdout and '"bin":' in solved.stdout

@@ -27,6 +27,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.add_typer(prm_app, name="prm")
 app.command("eval")(eval_commands.evaluate)
 app.command("report")(eval_commands.report)
+app.command("allocate")(eval_commands.allocate)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
@@ -132,6 +133,7 @@ def solve(
     backend: Annotated[str, typer.Option(help="native, native-fp32 or llamacpp.")] = "native",
     temperature: Temperature = 0.4, max_tokens: MaxTokens = 512, seed: Seed = 0,
     budget_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens in all.")] = None,
+    policy: Annotated[str | None, typer.Option(help="auto: the allocation policy (from `ponder allocate`).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
     tree: Annotated[bool, typer.Option(help="Print the search tree (beam, lookahead, dvts).")] = False,
 ) -> None:
@@ -149,6 +151,8 @@ def solve(
     settings = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
     if width is not None:
         settings["width"] = width
+    if strategy == "auto":
+        settings["policy"] = policy
     make_strategy(strategy, n, **settings)  # bad settings fail before the slow load
     budget = Budget(tokens=budget_tokens)
     task = JsonlTask("question", math_messages(question), answer or "")

@@ -77,3 +77,21 @@ def report(
                                bins)
     out.print(table.read_text())
     out.print(f"report: {page}; table: {table}")
+
+
+def allocate(
+    run: Annotated[Path, typer.Argument(help="A calibration run from `ponder eval` (with a verifier).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Where the policy goes (JSON).")],
+    probe: Annotated[int, typer.Option(help="Probe samples that predict a question's difficulty.")] = 4,
+    bins: Annotated[int, typer.Option(help="Difficulty bins.")] = 5,
+) -> None:
+    """Make a compute-optimal policy from a calibration run: per difficulty bin and budget, the best strategy."""
+    from ponder.allocate import build_policy
+    from ponder.jobs import RunStore
+
+    store = RunStore.existing(run)
+    policy = build_policy([r for _, r in store.items()], store.settings, probe, bins)
+    policy.save(out_path)
+    for b, levels in sorted(policy.table.items()):
+        out.print(f"bin {b}: " + ", ".join(f"n={n}: {c.strategy}@{c.n} ({c.accuracy:.2f})" for n, c in levels.items()))
+    out.print(f"policy: {out_path}; use it with `ponder solve --strategy auto --policy {out_path}`")

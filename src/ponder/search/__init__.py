@@ -25,7 +25,7 @@ class Strategy(Protocol):
     def run(self, search: Search) -> SearchResult: ...
 
 
-STRATEGIES: dict[str, tuple[type, dict[str, Any]]] = {
+STRATEGIES: dict[str, tuple[type, dict[str, Any]]] = {  # and "auto" (see `make_strategy`)
     "greedy": (MajorityVote, {"n": 1, "sampling_temperature": 0.0}),
     "majority": (MajorityVote, {}),
     "bon": (BestOfN, {}),
@@ -39,7 +39,10 @@ SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "step_tokens", "seed")
 
 
 def make_strategy(name: str, n: int | None = None, **settings: Any) -> Strategy:
-    """A strategy by name with budget n; settings are its fields or sampling ones (temperature, ...)."""
+    """A strategy by name with budget n; settings are its fields or sampling ones (temperature, ...);
+    "auto" takes a `policy` (a Policy or the path of one, see `ponder.allocate`)."""
+    if name == "auto":
+        return _auto(n, **settings)
     if name not in STRATEGIES:
         raise BadParameter(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
     cls, preset = STRATEGIES[name]
@@ -54,11 +57,32 @@ def make_strategy(name: str, n: int | None = None, **settings: Any) -> Strategy:
         raise BadParameter(f"strategy {name}: {e}") from None
 
 
+def _auto(n: int | None, policy: Any = None, **settings: Any) -> Strategy:
+    from pathlib import Path
+
+    from ponder.allocate import AutoStrategy, Policy
+
+    if policy is None:
+        raise BadParameter("the auto strategy needs an allocation policy: give --policy (see `ponder allocate`)")
+    if not isinstance(policy, Policy):
+        policy = Policy.load(Path(policy))
+    sampling = {k: v for k, v in settings.items() if k in SAMPLING_FIELDS and v is not None}
+    unknown = set(settings) - set(SAMPLING_FIELDS) - {"width"}
+    if unknown:
+        raise BadParameter(f"strategy auto: unknown settings {', '.join(sorted(unknown))}")
+    return AutoStrategy(policy, n or 16, Sampling(**sampling))
+
+
 def solve(generator: Generator, task: Task, strategy: str = "majority", n: int | None = None,
           verifier: str | None = None, budget: Budget | None = None,
           progress: Callable[[str], None] | None = None, **settings: Any) -> SearchResult:
     """One task, one strategy: the verifier (by name) judges with the policy itself where it needs a model."""
     chosen = make_strategy(strategy, n, **settings)  # bad settings fail before any work
+    if (policy := getattr(chosen, "policy", None)) is not None:  # auto: the policy's model and verifier
+        if policy.model != generator.info.name:
+            raise BadParameter(f"the allocation policy was made for {policy.model}, not {generator.info.name}: "
+                               "calibrate one for this model with `ponder eval` and `ponder allocate`")
+        verifier = verifier or policy.verifier
     judge = make_verifier(verifier, generator) if verifier else None
     return chosen.run(Search(generator, task, budget, judge, progress=progress))
 

@@ -1,0 +1,156 @@
+"""Compute-optimal allocation: per question, the strategy and budget its predicted difficulty calls for.
+
+Snell et al.'s policy, made usable at run time. A calibration run of the evaluation grid (on
+questions disjoint from those it will be judged on) gives, per difficulty bin, each strategy's
+accuracy and cost. Difficulty is predicted without the answer: the verifier's mean final score on a
+few probe samples, cut at the calibration questions' quantiles. For each bin and budget (in units of
+one sample's FLOPs), the policy keeps the most accurate cell that fits. At run time (`AutoStrategy`)
+the probe samples are drawn and scored first, charged to the budget, and reused as the first samples
+of a pooled strategy (majority, best-of-N), whose seeded forks they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ponder.engine.protocol import Sequence
+from ponder.errors import BadParameter
+from ponder.eval.grid import POOLED
+from ponder.eval.metrics import Cell, summarize
+from ponder.search.base import Sampling, Search, SearchResult
+from ponder.stats import mean
+
+POLICY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Choice:
+    strategy: str
+    n: int
+    accuracy: float  # in calibration, for this bin
+    flops: float
+
+
+@dataclass(frozen=True)
+class Policy:
+    model: str
+    verifier: str
+    probe: int  # samples drawn and scored to predict difficulty
+    thresholds: list[float]  # predicted scores cutting the bins, descending: bin 1 above the first (easiest)
+    sample_flops: float  # FLOPs of one sample (the budget unit)
+    table: dict[int, dict[int, Choice]]  # bin -> budget n -> choice
+    settings: dict[str, Any] = field(default_factory=dict)  # the calibration grid's (width, temperature, ...)
+
+    def bin_of(self, predicted: float) -> int:
+        return 1 + sum(predicted < t for t in self.thresholds)
+
+    def choose(self, predicted: float, n: int) -> Choice:
+        levels = self.table[self.bin_of(predicted)]
+        fitting = [level for level in levels if level <= n]
+        return levels[max(fitting) if fitting else min(levels)]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps({"version": POLICY_VERSION} | asdict(self), indent=1) + "\n")
+        os.replace(partial, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Policy:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise BadParameter(f"cannot read an allocation policy from {path} ({e}): make one with `ponder allocate`") \
+                from None
+        if data.get("version") != POLICY_VERSION:
+            raise BadParameter(f"{path} is a version {data.get('version')} policy; this ponder reads version "
+                               f"{POLICY_VERSION}: make it again with `ponder allocate`")
+        table = {int(b): {int(n): Choice(**c) for n, c in levels.items()} for b, levels in data["table"].items()}
+        return cls(data["model"], data["verifier"], data["probe"], data["thresholds"], data["sample_flops"], table,
+                   data.get("settings", {}))
+
+
+def predicted_difficulty(final_scores: list[float]) -> float:
+    """The mean final-step verifier score of the probe samples: high means easy."""
+    return mean(final_scores) if final_scores else 0.0
+
+
+def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: int = 4, bins: int = 5) -> Policy:
+    """The policy a calibration run supports (its pool must have been scored by a verifier)."""
+    if not rows:
+        raise BadParameter("the calibration run holds no results yet")
+    if not settings.get("verifier"):
+        raise BadParameter("calibration needs a run with a verifier: difficulty is predicted from its scores")
+    scores: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        probed = [s["step_scores"][-1] for s in row["pool"][:probe] if s.get("step_scores")]
+        if not probed:
+            raise BadParameter(f"item {row['question']} has no scored pool: calibrate with bon or weighted_bon")
+        scores[row["question"]].append(predicted_difficulty(probed))
+    predicted = {q: mean(v) for q, v in scores.items()}
+    order = sorted(predicted.values(), reverse=True)
+    thresholds = [order[max(0, (k * len(order)) // bins - 1)] for k in range(1, bins)]  # each bin's lowest
+    policy_bins = {q: 1 + sum(value < t for t in thresholds) for q, value in predicted.items()}
+    cells = [c for c in summarize(rows, policy_bins) if c.difficulty_bin is not None and c.strategy != "pass"]
+    unit = mean([c.flops / c.n for c in cells if c.strategy == "majority"]) or mean([c.flops for c in cells])
+    budgets = sorted(int(n) for n in settings["budgets"])
+    overall = [c for c in summarize(rows) if c.strategy != "pass"]
+    table = {b: {n: _best([c for c in cells if c.difficulty_bin == b] or overall, n * unit, unit, probe)
+                 for n in budgets} for b in range(1, bins + 1)}  # a bin that ties left empty: all questions
+    return Policy(settings["model"], settings["verifier"], probe, thresholds, unit, table,
+                  {k: settings[k] for k in ("temperature", "max_tokens", "width") if k in settings})
+
+
+def _best(cells: list[Cell], limit: float, unit: float, probe: int) -> Choice:
+    """The most accurate cell (the cheaper among equals) whose cost, probe included, fits the limit."""
+    def cost(c: Cell) -> float:  # a pooled strategy reuses the probe; any other pays for it on top
+        return max(c.flops, probe * unit) if c.strategy in POOLED else c.flops + probe * unit
+
+    fitting = [c for c in cells if cost(c) <= limit * 1.0001] or [min(cells, key=cost)]
+    chosen = max(fitting, key=lambda c: (c.accuracy, -cost(c), c.n))  # at equal cost, use what is paid for
+    return Choice(chosen.strategy, chosen.n, chosen.accuracy, cost(chosen))
+
+
+@dataclass(frozen=True)
+class AutoStrategy:
+    """`--strategy auto`: probe, predict the difficulty bin, run what the policy chose for it within n."""
+
+    policy: Policy
+    n: int = 16
+    sampling: Sampling = field(default_factory=Sampling)
+    name = "auto"
+
+    def run(self, search: Search) -> SearchResult:
+        from ponder.search import make_strategy
+
+        search.needs_verifier("the auto strategy (it predicts difficulty from verifier scores)")
+        k = min(self.policy.probe, self.n)
+        children = Sequence(search.prompt).fork(max(self.n, k))
+        probe = search.extend(children[:k], self.sampling.whole())
+        probe_scores = search.score(probe)
+        predicted = predicted_difficulty([s[-1] for s in probe_scores if s])
+        choice = self.policy.choose(predicted, self.n)
+        settings = {"choice": asdict(choice), "bin": self.policy.bin_of(predicted), "predicted": predicted}
+        search.progress(f"predicted difficulty bin {settings['bin']}: {choice.strategy} at n = {choice.n}")
+        if choice.strategy in POOLED:
+            more = Sequence(search.prompt).fork(choice.n)[k:]
+            extra = search.extend(more, self.sampling.whole()) if more else []
+            pool = (probe + extra)[: choice.n]
+            scores = (probe_scores + (search.score(extra) if extra else []))[: choice.n]
+            candidates = search.candidates(pool, scores)
+            result = search.result(self.name, POOLED[choice.strategy](candidates), candidates, self)
+        else:
+            given: dict[str, Any] = {"max_tokens": self.sampling.max_tokens}
+            if choice.strategy != "greedy":
+                given |= {"temperature": self.sampling.temperature, "seed": self.sampling.seed}
+            if "width" in self.policy.settings and choice.strategy in ("beam", "lookahead", "dvts"):
+                given["width"] = self.policy.settings["width"]
+            result = make_strategy(choice.strategy, choice.n, **given).run(search)
+            result.strategy = self.name
+        result.settings = {"n": self.n, **settings}
+        return result

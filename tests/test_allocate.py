@@ -1,0 +1,85 @@
+"""Compute-optimal allocation: the policy from a calibration grid, and `auto` at run time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ponder.allocate import AutoStrategy, Choice, Policy, build_policy
+from ponder.errors import BadParameter
+from ponder.search import Search, make_strategy
+from scripted import ScriptedGenerator, ScriptedVerifier
+from scripted_jobs import SPLIT, task
+
+SETTINGS = {"model": "m", "verifier": "v", "budgets": [1, 4, 16], "width": 4}
+
+
+def calibration_rows() -> list[dict]:
+    """20 questions: the verifier likes the easy half's probes (0.9), not the hard half's (0.2). On easy
+    questions majority@4 is already right; on hard ones only beam@16 is; best-of-16 helps neither."""
+    rows = []
+    for i in range(20):
+        easy = i < 10
+        pool = [{"correct": easy, "step_scores": [0.5, 0.9 if easy else 0.2]} for _ in range(16)]
+
+        def cell(right: bool, n: int, extra: float = 0.0) -> dict:
+            return {"correct": right, "flops": n * 1e9 + extra, "tokens": n * 100, "seconds": n}
+
+        rows.append({"question": f"q{i}", "seed": 0, "pool": pool, "results": {
+            "majority@1": cell(easy, 1), "majority@4": cell(easy, 4), "majority@16": cell(easy, 16),
+            "bon@16": cell(False, 16, 1e8), "beam@4": cell(False, 4, 2e9), "beam@16": cell(not easy, 16, 2e9)}})
+    return rows
+
+
+def test_the_policy_picks_the_known_best_strategy_for_each_bin_and_budget() -> None:
+    policy = build_policy(calibration_rows(), SETTINGS, probe=4, bins=2)
+    assert policy.thresholds == [0.9] and policy.sample_flops == pytest.approx(1e9)
+    assert policy.bin_of(0.9) == 1 and policy.bin_of(0.2) == 2
+    assert policy.table[1][4].strategy == "majority" and policy.table[1][4].n == 4
+    assert policy.table[1][16].strategy == "majority" and policy.table[1][16].n <= 4  # cheaper among equals
+    # beam@16 costs 18 samples plus the probe: over a budget of 16 the hard bin has nothing better than chance
+    assert policy.table[2][16].accuracy == 0.0
+    roomy = build_policy(calibration_rows(), SETTINGS | {"budgets": [1, 4, 16, 64]}, probe=4, bins=2)
+    assert (roomy.table[2][64].strategy, roomy.table[2][64].n, roomy.table[2][64].accuracy) == ("beam", 16, 1.0)
+
+
+def test_a_policy_round_trips_and_bad_files_are_refused(tmp_path: Path) -> None:
+    policy = build_policy(calibration_rows(), SETTINGS, probe=4, bins=2)
+    policy.save(tmp_path / "p.json")
+    assert Policy.load(tmp_path / "p.json") == policy
+    (tmp_path / "old.json").write_text('{"version": 0}')
+    with pytest.raises(BadParameter, match="version 0 policy"):
+        Policy.load(tmp_path / "old.json")
+    with pytest.raises(BadParameter, match="ponder allocate"):
+        Policy.load(tmp_path / "missing.json")
+    with pytest.raises(BadParameter, match="needs a run with a verifier"):
+        build_policy(calibration_rows(), SETTINGS | {"verifier": None})
+
+
+def hand_policy(easy: Choice, hard: Choice) -> Policy:
+    return Policy("scripted", "scripted", 4, [0.5], 1.0, {1: {8: easy}, 2: {8: hard}}, {"width": 4})
+
+
+def test_auto_probes_then_runs_what_the_policy_chose_reusing_the_probe() -> None:
+    hard, easy = ScriptedVerifier({}, default=0.3), ScriptedVerifier({}, default=0.9)  # what the probes will score
+    policy = hand_policy(Choice("majority", 8, 1.0, 8.0), Choice("beam", 8, 1.0, 12.0))
+    easy_run = AutoStrategy(policy, n=8).run(Search(ScriptedGenerator(SPLIT), task("7"), None, easy))
+    assert easy_run.settings["bin"] == 1 and easy_run.settings["choice"]["strategy"] == "majority"
+    alone = make_strategy("majority", 8, seed=0).run(Search(ScriptedGenerator(SPLIT), task("7")))
+    # The 4 probes and 4 more (not 12) are exactly the 8 samples majority-of-8 draws alone.
+    assert sorted(c.text for c in easy_run.candidates) == sorted(c.text for c in alone.candidates)
+    assert easy_run.answer == alone.answer and len(easy_run.candidates) == 8
+    hard_run = AutoStrategy(policy, n=8).run(Search(ScriptedGenerator(SPLIT), task("7"), None, hard))
+    assert hard_run.settings["bin"] == 2 and hard_run.settings["choice"]["strategy"] == "beam"
+    assert hard_run.tree  # beam search ran, after the probe (charged to the same budget)
+    assert hard_run.spend.generated_tokens > make_strategy("beam", 8, width=4).run(
+        Search(ScriptedGenerator(SPLIT), task("7"), None, hard)).spend.generated_tokens
+
+
+def test_auto_needs_a_policy_and_a_verifier() -> None:
+    with pytest.raises(BadParameter, match="needs an allocation policy"):
+        make_strategy("auto", 8)
+    policy = hand_policy(Choice("majority", 8, 1.0, 8.0), Choice("majority", 8, 1.0, 8.0))
+    with pytest.raises(BadParameter, match="needs a verifier"):
+        make_strategy("auto", 8, policy=policy).run(Search(ScriptedGenerator(SPLIT), task("7")))
