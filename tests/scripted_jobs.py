@@ -51,7 +51,8 @@ class ScriptedEvalJob:
     def __call__(self, key: str) -> dict[str, Any]:
         time.sleep(self.pause)
         question, _, seed = key.rpartition("#")
-        item = run_item(ScriptedGenerator(SPLIT), task(int(question)), int(seed), self.grid, ScriptedVerifier(GOOD_STEPS))
+        item = run_item(ScriptedGenerator(SPLIT), task(int(question)), int(seed), self.grid,
+                        ScriptedVerifier(GOOD_STEPS))
         for entry in item["results"].values():
             entry.pop("seconds", None)  # the one thing a rerun may change
         return item

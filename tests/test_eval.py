@@ -55,7 +55,8 @@ def test_an_evaluation_killed_at_a_random_point_loses_and_duplicates_nothing(tmp
     run_all(KEYS, ScriptedEvalJob(), whole)
     script = (f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
               "from ponder.jobs import RunStore, run_all\nfrom scripted_jobs import ScriptedEvalJob\n"
-              f"run_all({KEYS!r}, ScriptedEvalJob(pause=0.05), RunStore({str(tmp_path / 'killed.db')!r}, {{'grid': 1}}))")
+              f"run_all({KEYS!r}, ScriptedEvalJob(pause=0.05), "
+              f"RunStore({str(tmp_path / 'killed.db')!r}, {{'grid': 1}}))")
     child = subprocess.Popen([sys.executable, "-c", script])
     time.sleep(random.uniform(2.0, 3.0))  # imports take about 2 s; items 0.05 s each
     os.kill(child.pid, signal.SIGKILL)
