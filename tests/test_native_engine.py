@@ -193,3 +193,24 @@ def test_states_are_the_models_hidden_states_and_reuse_the_cache(tiny: LoadedMod
     before = engine.usage.snapshot()
     engine.states([tuple(PROMPTS[1][:30])])  # inside a context computed above: only the last token and a block
     assert (engine.usage - before).prompt_tokens_computed <= 4
+
+
+def test_jobs_stepped_together_share_batches_and_each_gets_what_it_would_alone(tiny: LoadedModel) -> None:
+    alone = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    sampled = SamplingParams(temperature=1.0, max_tokens=10, seed=2)
+    expected_a = alone.extend([Sequence(tuple(PROMPTS[0]))], GREEDY)
+    expected_b = alone.extend(Sequence(tuple(PROMPTS[2])).fork(3), sampled)
+    shared = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    forwards, forward = [], shared._forward
+    shared._forward = lambda rows: forwards.append(len(rows)) or forward(rows)  # type: ignore[method-assign]
+    seen: list[tuple[int, int]] = []
+    job_a = shared.submit([Sequence(tuple(PROMPTS[0]))], GREEDY)
+    job_b = shared.submit(Sequence(tuple(PROMPTS[2])).fork(3), sampled,
+                          on_token=lambda i, seq: seen.append((i, len(seq.tokens))))
+    while shared.busy:
+        shared.step()
+    assert job_a.finished and job_b.finished
+    assert [s.tokens for s in job_a.results] == [s.tokens for s in expected_a]
+    assert [s.tokens for s in job_b.results] == [s.tokens for s in expected_b]
+    assert max(forwards) == 4  # one decode batch held both jobs' rows
+    assert sorted(seen) == sorted((i, k) for i, s in enumerate(job_b.results) for k in range(1, len(s.tokens) + 1))

@@ -1,6 +1,11 @@
-"""What every backend that computes logits itself shares: the call loop, sampling, stops, accounting.
+"""What every backend that computes logits itself shares: the step loop, sampling, stops, accounting.
 
-One call (`extend`) runs two kinds of forward passes. A prefill computes each distinct context once,
+Work arrives as jobs (one `extend` call each, with its own sampling settings) and is done in steps:
+each `step` admits what fits, finishes what stopped, and grows every running sequence of every job
+by one token in one batch. `extend` submits a job and steps until it is done; a server steps one
+engine for many jobs at once, so that requests share its batches (continuous batching).
+
+A step runs two kinds of forward passes. A prefill computes each distinct context once,
 however many sequences continue it (the n samples of a prompt, the children of a fork), and only the
 part the backend has not cached. Decode steps then grow every running sequence by one token, all in
 one batch whatever their lengths. Tokens are chosen here, from the logits, so that seeds, filters
@@ -25,8 +30,35 @@ from torch import Tensor
 
 from ponder.engine.protocol import ModelInfo, Sequence, Usage, SamplesByExtending, check_fits
 from ponder.engine.sampling import SamplingParams, find_stop, sample
+from ponder.errors import PonderError
 
-Group = tuple[tuple[int, ...], list[int]]  # a context and the indices of the sequences that continue it
+@dataclass(eq=False)
+class Job:
+    """One `extend` call: its sequences and settings, what has come of them, and who wants each token."""
+
+    sequences: list[Sequence]
+    params: SamplingParams
+    results: list[Sequence]
+    left: int = 0  # sequences still in flight
+    on_token: Callable[[int, Sequence], None] | None = None  # (index, sequence so far), after each new token
+    cancelled: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.left == 0
+
+
+@dataclass
+class Group:
+    """A context and the sequences of one job that continue it: computed once for all of them."""
+
+    context: tuple[int, ...]
+    members: list[int]  # indices into job.sequences
+    job: Job
+
+    @property
+    def params(self) -> SamplingParams:
+        return self.job.params
 
 
 @dataclass
@@ -40,6 +72,8 @@ class Row:
     budget: int = 0  # tokens this call may still add
     kv: Any = None  # the backend's handle on this row's keys and values
     values: dict[int, float] = field(default_factory=dict)  # value head scores by position, not yet in seq.values
+    job: Job | None = None  # whose sequence this is (None: a context being computed for its forks)
+    index: int = 0  # which of the job's sequences
 
     @property
     def stopped(self) -> bool:
@@ -51,34 +85,76 @@ class BatchedGenerator(SamplesByExtending, ABC):
     usage: Usage
     value_head: Callable[[Tensor], Tensor] | None = None  # hidden states [..., dim] -> scores [...]
 
-    @torch.inference_mode()
+    def __init__(self) -> None:
+        self._waiting: list[Group] = []
+        self._running: list[Row] = []
+
     def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
+        job = self.submit(sequences, params)
+        while not job.finished:
+            self.step()
+        return job.results
+
+    def submit(self, sequences: list[Sequence], params: SamplingParams,
+               on_token: Callable[[int, Sequence], None] | None = None) -> Job:
+        """Queue a job; `step` does its work. Sequences already done come back as they are."""
+        return self.enqueue(self.job(sequences, params, on_token))
+
+    def job(self, sequences: list[Sequence], params: SamplingParams,
+            on_token: Callable[[int, Sequence], None] | None = None) -> Job:
+        """A checked job, not yet queued (a bad request fails here, in the caller's thread)."""
         for seq in sequences:
             self._check(seq, params)
-        results = list(sequences)
+        return Job(list(sequences), params, list(sequences), sum(not s.done for s in sequences), on_token)
+
+    def enqueue(self, job: Job) -> Job:
         groups: dict[tuple[int, ...], list[int]] = {}
-        for i, seq in enumerate(sequences):
+        for i, seq in enumerate(job.sequences):
             if not seq.done:
                 groups.setdefault(seq.all_tokens, []).append(i)
-        waiting: list[Group] = list(groups.items())
-        running: dict[int, Row] = {}
-        while waiting or running:
-            admitted, waiting = self._admit(waiting, params, busy=bool(running))
-            if admitted:
-                running |= self._prefill(admitted, sequences, params)
-            for i in [i for i, row in running.items() if row.stopped]:
-                if self.value_head is not None and (row := running[i]).pending:
-                    self.usage.prompt_tokens_computed += len(row.pending)  # run for its state, not a new token
-                    continue
-                self._close(row := running.pop(i), keep=True)
-                results[i] = row.seq
-            if running:
-                rows = list(running.values())
-                for row, logits in zip(rows, self._forward(rows)):
-                    self._take_values(row)
-                    if not row.stopped:
-                        self._append(row, logits, params)
-        return results
+        self._waiting += [Group(context, members, job) for context, members in groups.items()]
+        return job
+
+    def drop(self, jobs: set[Job]) -> None:
+        """Forget these jobs: their waiting groups go, their running rows close (their blocks stay findable)."""
+        self._waiting = [g for g in self._waiting if g.job not in jobs]
+        for row in self._running:
+            if row.job in jobs:
+                self._close(row, keep=True)
+        self._running = [row for row in self._running if row.job not in jobs]
+        for job in jobs:
+            job.cancelled = True
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting or self._running)
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """Admit what fits (computing its contexts), finish what stopped, then one decode step for the rest."""
+        admitted, self._waiting = self._admit(self._waiting, busy=bool(self._running))
+        if admitted:
+            self._running += self._prefill(admitted)
+        elif self._waiting and not self._running:
+            raise PonderError("the engine has no room for a waiting sequence even when idle: raise its memory cap")
+        running = []
+        for row in self._running:
+            if not row.stopped:
+                running.append(row)
+            elif self.value_head is not None and row.pending:
+                self.usage.prompt_tokens_computed += len(row.pending)  # run for its state, not a new token
+                running.append(row)
+            else:
+                self._close(row, keep=True)
+                assert row.job is not None
+                row.job.results[row.index] = row.seq
+                row.job.left -= 1
+        self._running = running
+        if running:
+            for row, logits in zip(running, self._forward(running)):
+                self._take_values(row)
+                if not row.stopped:
+                    self._append(row, logits)
 
     @staticmethod
     def _take_values(row: Row) -> None:
@@ -95,9 +171,9 @@ class BatchedGenerator(SamplesByExtending, ABC):
     def _check(self, seq: Sequence, params: SamplingParams) -> None:
         check_fits(self.info, seq, params)
 
-    def _prefill(self, admitted: list[Group], sequences: list[Sequence], params: SamplingParams) -> dict[int, Row]:
+    def _prefill(self, admitted: list[Group]) -> list[Row]:
         """Compute each context once, then start each of its sequences from the context's last logits."""
-        holders = [self._open(context, params) for context, _ in admitted]
+        holders = [self._open(group.context, group.params) for group in admitted]
         for holder in holders:
             self.usage.prompt_tokens_cached += holder.cached
             self.usage.prompt_tokens_computed += len(holder.pending)
@@ -105,21 +181,24 @@ class BatchedGenerator(SamplesByExtending, ABC):
         for batch in prefill_batches([len(h.pending) for h in holders]):
             for i, logits in zip(batch, self._forward([holders[i] for i in batch])):
                 last_logits[i] = logits
-        rows = {}
-        for holder, logits, (_, members) in zip(holders, last_logits, admitted):
+        rows = []
+        for holder, logits, group in zip(holders, last_logits, admitted):
             self._share(holder)
-            for i in members:
-                row = self._fork(holder, sequences[i], params)
+            for i in group.members:
+                row = self._fork(holder, group.job.sequences[i], group.params)
+                row.job, row.index = group.job, i
                 row.values = dict(holder.values)
                 self._take_values(row)
-                row.text_start, row.budget = len(row.seq.text), params.max_tokens
-                self._append(row, logits, params)
-                rows[i] = row
+                row.text_start, row.budget = len(row.seq.text), group.params.max_tokens
+                self._append(row, logits)
+                rows.append(row)
             self._close(holder, keep=False)
         return rows
 
-    def _append(self, row: Row, logits: Tensor, params: SamplingParams) -> None:
+    def _append(self, row: Row, logits: Tensor) -> None:
         """Choose the row's next token; note whether it ends the call."""
+        assert row.job is not None
+        params = row.job.params
         seed = row.seq.seed_for(params.seed)
         token = int(sample(logits[None], params, [torch.Generator().manual_seed(seed) if seed is not None else None]))
         self.usage.generated_tokens += 1
@@ -138,11 +217,13 @@ class BatchedGenerator(SamplesByExtending, ABC):
         row.seq = replace(seq, tokens=tokens, text=text, stop=stop, logprobs=seq.logprobs + (float(logprobs[token]),),
                           top_logprobs=top, finish_reason="stop" if stop else "length")
         row.pending = (token,)
+        if row.job.on_token is not None:
+            row.job.on_token(row.index, row.seq)
 
     # --- what a backend provides ----------------------------------------------------------------
 
     @abstractmethod
-    def _admit(self, waiting: list[Group], params: SamplingParams, busy: bool) -> tuple[list[Group], list[Group]]:
+    def _admit(self, waiting: list[Group], busy: bool) -> tuple[list[Group], list[Group]]:
         """The groups to start now (a group may be split) and those that wait for room."""
 
     @abstractmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from ponder.models.tokenizer import Tokenizer
 class LlamaCppEngine(BatchedGenerator):
     def __init__(self, model_path: str | Path, n_ctx: int = 8192, n_seq_max: int = 64, n_threads: int = 2,
                  n_batch: int = 512, name: str = "llama.cpp"):
+        super().__init__()
         try:
             import llama_cpp
         except ImportError:
@@ -77,10 +79,11 @@ class LlamaCppEngine(BatchedGenerator):
         """Cells in use, counting shared prefixes more than once: an upper bound."""
         return sum(len(t) for t in self.live.values()) + sum(len(t) for t in self.kept.values())
 
-    def _admit(self, waiting: list[Group], params: SamplingParams, busy: bool) -> tuple[list[Group], list[Group]]:
+    def _admit(self, waiting: list[Group], busy: bool) -> tuple[list[Group], list[Group]]:
         admitted: list[Group] = []
         room, ids = self.n_ctx - self._used(), len(self.free_ids)
-        for k, (context, members) in enumerate(waiting):
+        for k, group in enumerate(waiting):
+            context, members, params = group.context, group.members, group.params
             each = params.max_tokens + 1
             while self.kept and (room < len(context) + len(members) * each or ids < len(members) + 1):
                 room, ids = room + len(self.kept[next(iter(self.kept))]), ids + 1
@@ -88,12 +91,13 @@ class LlamaCppEngine(BatchedGenerator):
             fit = min(len(members), (room - len(context)) // each, ids - 1)
             if fit < len(members):
                 if fit >= 1:
-                    return admitted + [(context, members[:fit])], [(context, members[fit:])] + waiting[k + 1:]
+                    return (admitted + [replace(group, members=members[:fit])],
+                            [replace(group, members=members[fit:])] + waiting[k + 1:])
                 if busy or admitted:
                     return admitted, waiting[k:]
                 raise BadParameter(f"{len(context)} + {params.max_tokens} tokens do not fit llama.cpp's context of "
                                    f"{self.n_ctx} tokens: raise n_ctx or lower max_tokens")
-            admitted.append((context, members))
+            admitted.append(group)
             room, ids = room - len(context) - len(members) * each, ids - len(members) - 1
         return admitted, []
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from ponder.engine import cpu_kernels, int8_linear
-from ponder.engine.batched import BatchedGenerator, Group, Row, prefill_batches
+from ponder.engine.batched import BatchedGenerator, Group, Job, Row, prefill_batches
 from ponder.engine.block_pool import SCRATCH, BlockPool
 from ponder.engine.paged_cache import KVPool, PagedKVCache
 from ponder.engine.protocol import ModelInfo, Sequence, Usage
@@ -38,6 +38,7 @@ class NativeEngine(BatchedGenerator):
                  dtype: torch.dtype = torch.float32, int8: bool = False, name: str = "native"):
         """`int8`: the fast path where this CPU allows (int8 weights, see `int8_linear`, and the decode
         attention kernel, see `paged_cache`); fp32 is exact."""
+        super().__init__()
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.fast = int8 and cpu_kernels.available()
         if dtype != self.model.embed.weight.dtype:
@@ -66,17 +67,19 @@ class NativeEngine(BatchedGenerator):
     def _worst_case(self, context: int, max_tokens: int) -> int:
         return math.ceil((context + max_tokens) / self.blocks.block_size) + 1
 
-    def _admit(self, waiting: list[Group], params: SamplingParams, busy: bool) -> tuple[list[Group], list[Group]]:
+    def _admit(self, waiting: list[Group], busy: bool) -> tuple[list[Group], list[Group]]:
         room = self.blocks.available - self.promised
         admitted: list[Group] = []
-        for k, (context, members) in enumerate(waiting):
-            each = self._worst_case(len(context), params.max_tokens)
+        for k, group in enumerate(waiting):
+            each = self._worst_case(len(group.context), group.params.max_tokens)
+            members = group.members
             fit = min(len(members), room // each - 1)  # one more worst case for computing the context
             if fit < len(members) and (fit < 1 or busy or admitted):
                 if fit >= 1:
-                    return admitted + [(context, members[:fit])], [(context, members[fit:])] + waiting[k + 1:]
+                    return (admitted + [replace(group, members=members[:fit])],
+                            [replace(group, members=members[fit:])] + waiting[k + 1:])
                 return admitted, waiting[k:]
-            admitted.append((context, members))
+            admitted.append(group)
             room -= each * (len(members) + 1)
         return admitted, []
 
@@ -135,16 +138,17 @@ class NativeEngine(BatchedGenerator):
             self._check(Sequence(context), params)
             groups.setdefault(context, []).append(i)
         out = torch.empty(len(contexts), self.model.cfg.dim)
-        waiting: list[Group] = list(groups.items())
+        job = Job([], params, [])
+        waiting = [Group(context, members, job) for context, members in groups.items()]
         while waiting:
-            admitted, waiting = self._admit(waiting, params, busy=False)
-            rows = [self._open(context, params) for context, _ in admitted]
+            admitted, waiting = self._admit(waiting, busy=False)
+            rows = [self._open(group.context, params) for group in admitted]
             for row in rows:
                 self.usage.prompt_tokens_cached += row.cached
                 self.usage.prompt_tokens_computed += len(row.pending)
             for batch in prefill_batches([len(r.pending) for r in rows]):
                 for k, hidden in zip(batch, self._hidden([rows[k] for k in batch])):
-                    out[admitted[k][1]] = hidden
+                    out[admitted[k].members] = hidden
             for row in rows:
                 self._close(row, keep=True)
         return out
