@@ -181,6 +181,21 @@ def solve(
     out.print(f"[bold]answer: {escape(str(result.answer))}[/bold]{verdict}")
 
 
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="The model to serve.")] = "qwen2.5-coder-0.5b-instruct",
+    host: Annotated[str, typer.Option(help="Where to listen (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: int = 8000,
+    api_key: Annotated[str | None, typer.Option(envvar="PONDER_API_KEY", help="Require this bearer key.")] = None,
+    max_queue: Annotated[int, typer.Option(help="Requests in flight before 429.")] = 64,
+    backend: Annotated[str, typer.Option(help="native or native-fp32.")] = "native",
+) -> None:
+    """An OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics."""
+    from ponder.serve.app import serve as run_server
+
+    run_server(model, host, port, api_key, max_queue, backend, announce=out.print)
+
+
 def _render_tree(nodes: list) -> Tree:
     from rich.text import Text
     from rich.tree import Tree

@@ -1,0 +1,283 @@
+"""The OpenAI-compatible API: chat and text completions (streamed or not), models, health, metrics.
+
+Every request's sequences join one shared engine (`Scheduler`: continuous batching across
+requests). A request may ask to think harder: `reasoning_effort` (low, medium, high: majority of 4,
+8, 16) or ponder's own `ponder` field (strategy, n, verifier); its usage then reports the search's
+real spend, FLOPs included. Requests beyond the queue bound get 429 with Retry-After; a client that
+goes away has its work cancelled; errors come back in OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ponder.engine.protocol import Sequence
+from ponder.engine.sampling import SamplingParams
+from ponder.engine.scheduler import Scheduler
+from ponder.errors import PonderError
+from ponder.serve.schemas import EFFORT_BUDGETS, ChatRequest, Common, CompletionRequest, Thinking
+
+DEFAULT_MAX_TOKENS = 256
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.kind, self.param, self.code, self.headers = status, kind, param, code, headers
+
+
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max_queue: int = 64,
+               timeout: float = 300.0) -> FastAPI:
+    app = FastAPI(title="ponder", description="OpenAI-compatible API; thinks as hard as each request asks.")
+    metrics: Counter[str] = Counter()
+    in_flight = {"requests": 0}
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError) -> JSONResponse:
+        metrics[f"errors_{e.status}"] += 1
+        return JSONResponse(error_body(str(e), e.kind, e.param, e.code), e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        metrics["errors_400"] += 1
+        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(x) for x in first["loc"][1:]) or None
+        return JSONResponse(error_body(f"{param or 'body'}: {first['msg']}", "invalid_request_error", param), 400)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        if api_key and request.url.path.startswith("/v1/") and \
+                request.headers.get("authorization") != f"Bearer {api_key}":
+            metrics["errors_401"] += 1
+            return JSONResponse(error_body("a valid API key is needed (Authorization: Bearer KEY)",
+                                           "authentication_error"), 401)
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": model, "queue": scheduler.load}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "ponder"}]}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> str:
+        lines = [f"ponder_{name}_total {value}" for name, value in sorted(metrics.items())]
+        lines += [f"ponder_requests_in_flight {in_flight['requests']}", f"ponder_engine_jobs {scheduler.load}"]
+        return "\n".join(lines) + "\n"
+
+    async def admitted(body: Common, request: Request, prompt: list[int], chat: bool) -> Any:
+        if body.model != model:
+            raise APIError(404, f"model {body.model!r} is not served here: use {model!r}", code="model_not_found",
+                           param="model")
+        if in_flight["requests"] >= max_queue:
+            raise APIError(429, "too many requests in flight: retry shortly", "rate_limit_error",
+                           headers={"Retry-After": "1"})
+        in_flight["requests"] += 1
+        metrics["requests"] += 1
+        try:
+            thinking = body.ponder or (Thinking(n=EFFORT_BUDGETS[body.reasoning_effort])
+                                       if body.reasoning_effort else None)
+            if thinking is not None:
+                return await think(body, thinking, prompt, chat)
+            params = _params(body)
+            if body.stream:  # counted again while it streams
+                return StreamingResponse(stream(body, params, prompt, request, chat), media_type="text/event-stream")
+            job = _submit(scheduler, Sequence(tuple(prompt)).fork(body.n), params)
+            seqs = await _wait(scheduler, job, request, timeout)
+            metrics["generated_tokens"] += sum(len(s.tokens) for s in seqs)
+            return _response(body, seqs, params, len(prompt), chat)
+        finally:
+            in_flight["requests"] -= 1
+
+    async def think(body: Common, thinking: Thinking, prompt: list[int], chat: bool) -> dict[str, Any]:
+        from ponder.search import solve
+        from ponder.tasks.jsonl import JsonlTask
+
+        messages = [m.model_dump() for m in body.messages] if isinstance(body, ChatRequest) else \
+            [{"role": "user", "content": body.prompt}]  # type: ignore[attr-defined]
+        task = JsonlTask("request", tuple(messages), "")
+        try:
+            result = await run_in_threadpool(
+                solve, scheduler, task, thinking.strategy, thinking.n, thinking.verifier,
+                temperature=body.temperature if body.temperature > 0 else None,
+                max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS, seed=body.seed)
+        except PonderError as e:
+            raise APIError(400, str(e), param="ponder") from None
+        best = next((c for c in result.candidates if c.answer == result.answer), result.candidates[0]) \
+            if result.candidates else None
+        text = best.text if best else ""
+        spend = result.spend
+        out = _envelope(body, chat, [_choice(chat, 0, text, "stop")],
+                        {"prompt_tokens": spend.prompt_tokens_computed + spend.prompt_tokens_cached,
+                         "completion_tokens": spend.generated_tokens,
+                         "total_tokens": spend.prompt_tokens_computed + spend.prompt_tokens_cached
+                         + spend.generated_tokens,
+                         "verifier_tokens": spend.verifier_tokens, "flops": spend.flops})
+        out["ponder"] = {"strategy": result.strategy, "answer": result.answer, "spend": spend.to_dict()}
+        if thinking.return_candidates:
+            out["ponder"]["candidates"] = [c.to_dict() for c in result.candidates]
+        return out
+
+    async def stream(body: Common, params: SamplingParams, prompt: list[int], request: Request, chat: bool) -> Any:
+        in_flight["requests"] += 1
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+        sent = [0] * body.n
+        hold = max((len(s) for s in params.stop), default=1) - 1  # a stop string may still be forming
+
+        def on_token(index: int, seq: Sequence) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (index, seq))
+
+        job = _submit(scheduler, Sequence(tuple(prompt)).fork(body.n), params, on_token)
+        waiter = asyncio.ensure_future(run_in_threadpool(scheduler.wait, job, timeout))
+        try:
+            if chat:
+                for i in range(body.n):
+                    yield _sse(_chunk(body, chat, i, {"role": "assistant", "content": ""}, None))
+            while not (waiter.done() and queue.empty()):
+                try:
+                    index, seq = await asyncio.wait_for(queue.get(), 0.5)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        scheduler.cancel(job)
+                        return
+                    continue
+                text = _visible(seq, params)
+                ready = len(text) - hold
+                if ready > sent[index]:
+                    yield _sse(_chunk(body, chat, index, text[sent[index]:ready], None))
+                    sent[index] = ready
+            for index, seq in enumerate(await waiter):
+                text = _visible(seq, params)
+                if len(text) > sent[index]:
+                    yield _sse(_chunk(body, chat, index, text[sent[index]:], None))
+                yield _sse(_chunk(body, chat, index, "", _finish(seq)))
+                metrics["generated_tokens"] += len(seq.tokens)
+            yield "data: [DONE]\n\n"
+        except PonderError as e:
+            yield _sse(error_body(str(e), "server_error"))
+        finally:
+            in_flight["requests"] -= 1
+            if not waiter.done():
+                scheduler.cancel(job)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest, request: Request) -> Any:
+        prompt = scheduler.encode_chat([m.model_dump() for m in body.messages])
+        return await admitted(body, request, prompt, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        if not body.prompt:
+            raise APIError(400, "prompt: must not be empty", param="prompt")
+        return await admitted(body, request, scheduler.encode(body.prompt), chat=False)
+
+    return app
+
+
+def _params(body: Common) -> SamplingParams:
+    try:
+        return SamplingParams(temperature=body.temperature, top_p=body.top_p,
+                              max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS, seed=body.seed, stop=body.stops())
+    except ValueError as e:
+        raise APIError(400, str(e)) from None
+
+
+def _submit(scheduler: Scheduler, sequences: list[Sequence], params: SamplingParams, on_token: Any = None) -> Any:
+    try:
+        return scheduler.submit(sequences, params, on_token)
+    except PonderError as e:
+        raise APIError(400 if isinstance(e, ValueError) else 503, str(e)) from None
+
+
+async def _wait(scheduler: Scheduler, job: Any, request: Request, timeout: float) -> list[Sequence]:
+    waiter = asyncio.ensure_future(run_in_threadpool(scheduler.wait, job, timeout))
+    while not waiter.done():
+        await asyncio.wait({waiter}, timeout=0.5)
+        if not waiter.done() and await request.is_disconnected():
+            scheduler.cancel(job)
+    try:
+        return waiter.result()
+    except TimeoutError as e:
+        raise APIError(504, str(e), "timeout") from None
+    except PonderError as e:
+        raise APIError(503, str(e), "server_error") from None
+
+
+def _visible(seq: Sequence, params: SamplingParams) -> str:
+    """The text a client sees: up to (not including) the stop string that ended it."""
+    if seq.stop is not None:
+        return seq.text[: seq.text.find(seq.stop)]
+    return seq.text
+
+
+def _finish(seq: Sequence) -> str:
+    return "length" if seq.finish_reason == "length" else "stop"
+
+
+def _choice(chat: bool, index: int, text: str, finish: str) -> dict[str, Any]:
+    if chat:
+        return {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
+                "logprobs": None}
+    return {"index": index, "text": text, "finish_reason": finish, "logprobs": None}
+
+
+def _envelope(body: Common, chat: bool, choices: list[dict[str, Any]], usage: dict[str, Any]) -> dict[str, Any]:
+    return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+            "model": body.model, "choices": choices, "usage": usage}
+
+
+def _response(body: Common, seqs: list[Sequence], params: SamplingParams, prompt: int, chat: bool) -> dict[str, Any]:
+    generated = sum(len(s.tokens) for s in seqs)
+    return _envelope(body, chat, [_choice(chat, i, _visible(s, params), _finish(s)) for i, s in enumerate(seqs)],
+                     {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated})
+
+
+def _chunk(body: Common, chat: bool, index: int, delta: Any, finish: str | None) -> dict[str, Any]:
+    if chat:
+        content = delta if isinstance(delta, dict) else {"content": delta}
+        choice = {"index": index, "delta": content if finish is None else {}, "finish_reason": finish}
+        return {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": body.model, "choices": [choice]}
+    return {"id": "cmpl-stream", "object": "text_completion", "created": int(time.time()), "model": body.model,
+            "choices": [{"index": index, "text": delta if isinstance(delta, str) else "", "finish_reason": finish}]}
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, max_queue: int = 64,
+          backend: str = "native", announce: Any = print) -> None:
+    """Load the model, start the engine's thread, and serve until interrupted; in-flight work is finished."""
+    import uvicorn
+
+    from ponder.engine.backends import open_generator
+
+    scheduler = Scheduler(open_generator(model, backend))  # type: ignore[arg-type]
+    app = create_app(scheduler, model, api_key, max_queue)
+    announce(f"ponder serves {model} at http://{host}:{port}/v1 (OpenAI-compatible). Try:\n"
+             f"  curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json'"
+             + (" -H 'Authorization: Bearer KEY'" if api_key else "")
+             + f" -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hi\"}}]}}'")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        scheduler.close()

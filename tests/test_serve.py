@@ -1,0 +1,140 @@
+"""ponder's server, spoken to with the official `openai` client, as users' tools would."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from ponder.engine.backends import open_generator
+from ponder.engine.scheduler import Scheduler
+from ponder.serve.app import create_app
+from reference import ponder_model
+
+openai = pytest.importorskip("openai")
+MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[Scheduler]:
+    ponder_model(MODEL)
+    shared = Scheduler(open_generator(MODEL))
+    yield shared
+    shared.close()
+
+
+@pytest.fixture(scope="module")
+def server(scheduler: Scheduler) -> Iterator[str]:
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(create_app(scheduler, MODEL, max_queue=8), host="127.0.0.1", port=port,
+                            log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    while not running.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def client(server: str) -> "openai.OpenAI":
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+
+
+def test_chat_completion_with_n_seed_and_usage(client: "openai.OpenAI") -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 2 + 3?"}],
+                                           max_tokens=12, n=2, temperature=0.8, seed=1)
+    assert len(reply.choices) == 2 and all(c.message.content for c in reply.choices)
+    assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 0
+    again = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 2 + 3?"}],
+                                           max_tokens=12, n=2, temperature=0.8, seed=1)
+    assert [c.message.content for c in again.choices] == [c.message.content for c in reply.choices]
+
+
+def test_completion_stops_at_a_stop_string_and_leaves_it_out(client: "openai.OpenAI") -> None:
+    free = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=16, temperature=0)
+    text = free.choices[0].text
+    assert text
+    stop = text.strip()[:2] if len(text.strip()) > 2 else text.strip()
+    cut = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=16, temperature=0, stop=[stop])
+    assert stop not in cut.choices[0].text and text.startswith(cut.choices[0].text)
+
+
+def test_streaming_gives_the_same_text_as_not_streaming(client: "openai.OpenAI") -> None:
+    messages = [{"role": "user", "content": "Name a colour."}]
+    whole = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0)
+    pieces = [chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=16, temperature=0, stream=True) if chunk.choices]
+    assert "".join(pieces) == whole.choices[0].message.content and len(pieces) > 2
+
+
+def test_a_think_harder_request_reports_the_searchs_spend(client: "openai.OpenAI") -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 2 + 3?"}],
+                                           max_tokens=24, extra_body={"ponder": {"strategy": "majority", "n": 3,
+                                                                                 "return_candidates": True}})
+    extra = reply.model_extra["ponder"]
+    assert extra["strategy"] == "majority" and len(extra["candidates"]) == 3
+    assert reply.usage.model_extra["flops"] > 0 and reply.usage.completion_tokens >= 3
+
+
+def test_errors_come_back_in_openais_shape(client: "openai.OpenAI", server: str) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], temperature=5)
+    assert bad.value.body["param"] == "temperature" and bad.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                       extra_body={"ponder": {"strategy": "telepathy"}})
+    assert [m.id for m in client.models.list()] == [MODEL]
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+    assert "ponder_requests_total" in httpx.get(f"{server}/metrics").text
+
+
+def test_a_full_queue_answers_429_with_retry_after(server: str) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Count to fifty."}], "max_tokens": 48}
+    statuses: list[tuple[int, str | None]] = []
+
+    def ask() -> None:
+        reply = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=120)
+        statuses.append((reply.status_code, reply.headers.get("retry-after")))
+
+    threads = [threading.Thread(target=ask) for _ in range(14)]  # the queue holds 8
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert {s for s, _ in statuses} <= {200, 429} and (429, "1") in statuses and (200, None) in statuses
+
+
+def test_an_api_key_is_required_when_set(scheduler: Scheduler) -> None:
+    from fastapi.testclient import TestClient
+
+    guarded = TestClient(create_app(scheduler, MODEL, api_key="sesame"))
+    assert guarded.get("/v1/models").status_code == 401
+    assert guarded.get("/v1/models").json()["error"]["type"] == "authentication_error"
+    assert guarded.get("/v1/models", headers={"Authorization": "Bearer sesame"}).status_code == 200
+    assert guarded.get("/health").status_code == 200  # for load balancers, no key
+
+
+def test_a_client_that_goes_away_has_its_work_cancelled(server: str, scheduler: Scheduler) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": 2000,
+            "stream": True}
+    with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, timeout=60) as reply:
+        for _ in zip(range(3), reply.iter_lines()):
+            pass  # a few tokens arrive, then the client hangs up
+    deadline = time.monotonic() + 20
+    while scheduler.load and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert scheduler.load == 0  # cancelled long before 2000 tokens
