@@ -138,3 +138,26 @@ def test_a_client_that_goes_away_has_its_work_cancelled(server: str, scheduler: 
     while scheduler.load and time.monotonic() < deadline:
         time.sleep(0.1)
     assert scheduler.load == 0  # cancelled long before 2000 tokens
+
+
+def test_generated_requests_never_get_a_server_error(scheduler: Scheduler) -> None:
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+
+    from ponder.serve.app import Limits
+
+    app = create_app(scheduler, MODEL, limits=Limits(max_tokens=8, n=2, think_n=2))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures = []
+    for operation in schema.get_all_operations():
+        op = operation.ok()
+
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=op.as_strategy())
+        def check(case) -> None:  # noqa: ANN001
+            reply = case.call()
+            if reply.status_code >= 500:
+                failures.append((case.method, case.path, case.body, reply.status_code, reply.text[:200]))
+
+        check()
+    assert not failures, failures

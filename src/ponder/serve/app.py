@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,6 +31,17 @@ from ponder.serve.schemas import EFFORT_BUDGETS, ChatRequest, Common, Completion
 DEFAULT_MAX_TOKENS = 256
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for: the operator's, beyond the API's own ranges."""
+
+    max_tokens: int = 4096
+    n: int = 16
+    think_n: int = 64  # samples or beams of a think-harder request
+    body_bytes: int = 1 << 20
+    code_verifier: bool = False  # runs model-written code: off unless the operator turns it on
+
+
 class APIError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
                  code: str | None = None, headers: dict[str, str] | None = None):
@@ -42,7 +54,7 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
 
 
 def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max_queue: int = 64,
-               timeout: float = 300.0) -> FastAPI:
+               timeout: float = 300.0, limits: Limits = Limits()) -> FastAPI:
     app = FastAPI(title="ponder", description="OpenAI-compatible API; thinks as hard as each request asks.")
     metrics: Counter[str] = Counter()
     in_flight = {"requests": 0}
@@ -61,6 +73,10 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
+        if int(request.headers.get("content-length") or 0) > limits.body_bytes:
+            metrics["errors_413"] += 1
+            return JSONResponse(error_body(f"the request body is over {limits.body_bytes} bytes",
+                                           "invalid_request_error"), 413)
         if api_key and request.url.path.startswith("/v1/") and \
                 request.headers.get("authorization") != f"Bearer {api_key}":
             metrics["errors_401"] += 1
@@ -89,6 +105,7 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
         if in_flight["requests"] >= max_queue:
             raise APIError(429, "too many requests in flight: retry shortly", "rate_limit_error",
                            headers={"Retry-After": "1"})
+        _within(body, limits)
         in_flight["requests"] += 1
         metrics["requests"] += 1
         try:
@@ -189,6 +206,18 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
         return await admitted(body, request, scheduler.encode(body.prompt), chat=False)
 
     return app
+
+
+def _within(body: Common, limits: Limits) -> None:
+    if body.max_tokens is not None and body.max_tokens > limits.max_tokens:
+        raise APIError(400, f"max_tokens: at most {limits.max_tokens} here", param="max_tokens")
+    if body.n > limits.n:
+        raise APIError(400, f"n: at most {limits.n} here", param="n")
+    if body.ponder is not None:
+        if body.ponder.n > limits.think_n:
+            raise APIError(400, f"ponder.n: at most {limits.think_n} here", param="ponder.n")
+        if body.ponder.verifier == "code" and not limits.code_verifier:
+            raise APIError(400, "ponder.verifier: code execution is off on this server", param="ponder.verifier")
 
 
 def _params(body: Common) -> SamplingParams:
