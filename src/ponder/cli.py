@@ -189,11 +189,16 @@ def serve(
     api_key: Annotated[str | None, typer.Option(envvar="PONDER_API_KEY", help="Require this bearer key.")] = None,
     max_queue: Annotated[int, typer.Option(help="Requests in flight before 429.")] = 64,
     backend: Annotated[str, typer.Option(help="native or native-fp32.")] = "native",
+    max_tokens: Annotated[int, typer.Option(help="The most tokens one request may ask for.")] = 4096,
+    max_n: Annotated[int, typer.Option(help="The most samples (n) one request may ask for.")] = 16,
+    allow_code: Annotated[bool, typer.Option(help="Let requests use the code-execution verifier.")] = False,
 ) -> None:
     """An OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics."""
+    from ponder.serve.app import Limits
     from ponder.serve.app import serve as run_server
 
-    run_server(model, host, port, api_key, max_queue, backend, announce=out.print)
+    limits = Limits(max_tokens=max_tokens, n=max_n, code_verifier=allow_code)
+    run_server(model, host, port, api_key, max_queue, backend, limits, announce=out.print)
 
 
 def _render_tree(nodes: list) -> Tree:

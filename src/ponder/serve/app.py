@@ -294,14 +294,14 @@ def _sse(payload: dict[str, Any]) -> str:
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, max_queue: int = 64,
-          backend: str = "native", announce: Any = print) -> None:
+          backend: str = "native", limits: Limits = Limits(), announce: Any = print) -> None:
     """Load the model, start the engine's thread, and serve until interrupted; in-flight work is finished."""
     import uvicorn
 
     from ponder.engine.backends import open_generator
 
     scheduler = Scheduler(open_generator(model, backend))  # type: ignore[arg-type]
-    app = create_app(scheduler, model, api_key, max_queue)
+    app = create_app(scheduler, model, api_key, max_queue, limits=limits)
     announce(f"ponder serves {model} at http://{host}:{port}/v1 (OpenAI-compatible). Try:\n"
              f"  curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json'"
              + (" -H 'Authorization: Bearer KEY'" if api_key else "")
