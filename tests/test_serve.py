@@ -161,3 +161,27 @@ def test_generated_requests_never_get_a_server_error(scheduler: Scheduler) -> No
 
         check()
     assert not failures, failures
+
+
+def test_ponder_serve_says_where_it_listens_and_serves_there() -> None:
+    import subprocess
+
+    from cli import PONDER
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(PONDER), "serve", MODEL, "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert f"http://127.0.0.1:{port}/v1" in server.stdout.readline()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert [m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"]] == [MODEL]
+    finally:
+        server.terminate()
+        server.wait(30)
