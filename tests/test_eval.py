@@ -28,8 +28,9 @@ KEYS = [f"{q}#{s}" for q in range(10) for s in range(2)]
 
 def test_the_grid_reads_pooled_strategies_off_one_pool_without_changing_a_result() -> None:
     item = ScriptedEvalJob()("0#3")
-    assert set(item["results"]) == set(GRID.runs()) and "beam@1" not in item["results"]  # 1 beam cannot split 4 ways
-    assert len(item["pool"]) == 8 and item["results"]["greedy@1"]["answer"] == "6"
+    assert set(item["results"]) == set(GRID.runs()) - {"greedy@1"}  # greedy runs under seed 0 only
+    assert "beam@1" not in item["results"] and len(item["pool"]) == 8  # 1 beam cannot split 4 ways
+    assert ScriptedEvalJob()("0#0")["results"]["greedy@1"]["answer"] == "6"
     for name in ("majority", "bon", "weighted_bon"):
         for n in (1, 4, 8):
             alone = make_strategy(name, n, seed=3).run(Search(ScriptedGenerator(SPLIT), task(0), None,

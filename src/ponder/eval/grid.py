@@ -67,7 +67,7 @@ def run_item(generator: Generator, task: Task, seed: int, grid: GridSettings,
     sampling = Sampling(temperature=grid.temperature, max_tokens=grid.max_tokens, seed=seed)
     results: dict[str, dict[str, Any]] = {}
     pool: list[dict[str, Any]] = []
-    if "greedy" in grid.strategies:
+    if "greedy" in grid.strategies and seed == 0:  # greedy is the same under every seed: run it once
         start = time.perf_counter()
         run = make_strategy("greedy", max_tokens=grid.max_tokens).run(Search(generator, task, Budget()))
         results["greedy@1"] = _entry(task, run.answer, run.spend.to_dict(), time.perf_counter() - start)
