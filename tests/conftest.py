@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ponder.models.config import ModelConfig
+from ponder.models.loader import LoadedModel, load
 
 LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                   "original_max_position_embeddings": 32}
@@ -25,6 +26,18 @@ TINY = {
 @pytest.fixture(params=sorted(TINY))
 def tiny_config(request: pytest.FixtureRequest) -> ModelConfig:
     return TINY[request.param]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    """A tiny random Qwen2-family model loaded through a GGUF file, as the engine tests use."""
+    from tiny_gguf import random_model, write_tiny_gguf
+
+    folder = tmp_path_factory.mktemp("tiny")
+    write_tiny_gguf(folder / "tiny.gguf", random_model(TINY["qwen2-bias"]))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PONDER_HOME", str(folder / "home"))
+        return load(folder / "tiny.gguf")
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,14 @@ from ponder.verify.base import STEP_DELIMITER, split_steps
 
 Tree = dict[str, list[tuple[str, float]]]  # the text so far -> (next step, probability)
 
+# Greedy decoding takes the likeliest first step, which leads to 6; most paths lead to 7.
+SPLIT = {"": [("Add 3 and 3 to get 6.\n\n", 0.4), ("Add 3 and 4 to get 7.\n\n", 0.3), ("So 3 + 4 = 7.\n\n", 0.3)],
+         "Add 3 and 3 to get 6.\n\n": [("The answer is 6.", 1.0)],
+         "Add 3 and 4 to get 7.\n\n": [("The answer is 7.", 1.0)],
+         "So 3 + 4 = 7.\n\n": [("The answer is 7.", 1.0)]}
+GOOD_STEPS = {"Add 3 and 3 to get 6.": 0.2, "Add 3 and 4 to get 7.": 0.9, "So 3 + 4 = 7.": 0.8,
+              "The answer is 6.": 0.1, "The answer is 7.": 0.9}
+
 
 class ScriptedTask(Task):
     def extract(self, completion: str) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ponder.eval.grid import GridSettings, run_item
 from ponder.prm.label import LabelSettings, label_question
-from scripted import ScriptedGenerator, ScriptedTask, ScriptedVerifier
+from scripted import GOOD_STEPS, SPLIT, ScriptedGenerator, ScriptedTask, ScriptedVerifier
 
 # From the start, step "a" or "b"; after "a", two of three ways reach 7 (the answer); after "b", none.
 TREE = {"": [("a\n\n", 0.5), ("b\n\n", 0.5)],
@@ -33,13 +33,6 @@ class ScriptedLabelJob:
         return result
 
 
-# Greedy takes the likeliest first step, which leads to 6; most paths lead to 7 (as in test_search).
-SPLIT = {"": [("Add 3 and 3 to get 6.\n\n", 0.4), ("Add 3 and 4 to get 7.\n\n", 0.3), ("So 3 + 4 = 7.\n\n", 0.3)],
-         "Add 3 and 3 to get 6.\n\n": [("The answer is 6.", 1.0)],
-         "Add 3 and 4 to get 7.\n\n": [("The answer is 7.", 1.0)],
-         "So 3 + 4 = 7.\n\n": [("The answer is 7.", 1.0)]}
-GOOD_STEPS = {"Add 3 and 3 to get 6.": 0.2, "Add 3 and 4 to get 7.": 0.9, "So 3 + 4 = 7.": 0.8,
-              "The answer is 6.": 0.1, "The answer is 7.": 0.9}
 GRID = GridSettings(("greedy", "majority", "bon", "weighted_bon", "beam"), (1, 4, 8), verifier="scripted")
 
 

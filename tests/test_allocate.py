@@ -10,7 +10,8 @@ from ponder.allocate import AutoStrategy, Choice, Policy, build_policy
 from ponder.errors import BadParameter
 from ponder.search import Search, make_strategy
 from scripted import ScriptedGenerator, ScriptedVerifier
-from scripted_jobs import SPLIT, task
+from scripted import SPLIT
+from scripted_jobs import task
 
 SETTINGS = {"model": "m", "verifier": "v", "budgets": [1, 4, 16], "width": 4}
 

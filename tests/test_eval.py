@@ -20,7 +20,8 @@ from ponder.jobs import RunStore, run_all
 from ponder.search import Search, make_strategy
 from ponder.stats import bootstrap_interval
 from scripted import ScriptedGenerator, ScriptedVerifier
-from scripted_jobs import GOOD_STEPS, GRID, SPLIT, ScriptedEvalJob, task
+from scripted import GOOD_STEPS, SPLIT
+from scripted_jobs import GRID, ScriptedEvalJob, task
 
 TESTS = Path(__file__).parent
 KEYS = [f"{q}#{s}" for q in range(10) for s in range(2)]

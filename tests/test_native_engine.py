@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TINY
 from ponder.engine.batched import prefill_batches
 from ponder.engine.native import NativeEngine
 from ponder.engine.protocol import Sequence
 from ponder.engine.sampling import SamplingParams
 from ponder.engine.stream import generate_tokens
-from ponder.models.loader import LoadedModel, load
-from tiny_gguf import random_model, write_tiny_gguf
+from ponder.models.loader import LoadedModel
 
 GREEDY = SamplingParams(max_tokens=12)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    folder = tmp_path_factory.mktemp("tiny")
-    path = folder / "tiny.gguf"
-    write_tiny_gguf(path, random_model(TINY["qwen2-bias"]))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PONDER_HOME", str(folder / "home"))
-        return load(path)
 
 
 def one_at_a_time(loaded: LoadedModel, prompt: list[int], n: int) -> list[int]:

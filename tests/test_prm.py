@@ -19,7 +19,7 @@ from ponder.engine.protocol import Sequence
 from ponder.engine.sampling import SamplingParams
 from ponder.errors import BadParameter
 from ponder.jobs import RunStore, run_all
-from ponder.models.loader import LoadedModel, load
+from ponder.models.loader import LoadedModel
 from ponder.prm.evaluate import selection_accuracy
 from ponder.prm.features import decode_states, encode_states, training_rows
 from ponder.prm.head import ValueHead, fingerprint, load_head, save_head
@@ -29,7 +29,7 @@ from ponder.prm.verifier import LearnedVerifier
 from ponder.tasks import EVALUATION_SETS, load_tasks
 from scripted_jobs import TREE, ScriptedLabelJob, task
 from scripted import ScriptedGenerator
-from tiny_gguf import random_model, write_tiny_gguf
+from tiny_gguf import random_model
 
 TESTS = Path(__file__).parent
 
@@ -92,15 +92,6 @@ def test_states_round_trip_and_training_rows_follow_the_kind() -> None:
     assert x.shape == (1, 8) and y.tolist() == [1.0]
     with pytest.raises(BadParameter, match="without states"):
         training_rows([{"id": "q", "samples": [{"step_ends": [0], "labels": [1.0], "correct": True}]}], "prm", 8)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    folder = tmp_path_factory.mktemp("tiny")
-    write_tiny_gguf(folder / "tiny.gguf", random_model(TINY["qwen2-bias"]))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PONDER_HOME", str(folder / "home"))
-        return load(folder / "tiny.gguf")
 
 
 def test_a_head_trained_for_another_model_is_refused(tiny: LoadedModel, tmp_path: Path) -> None:

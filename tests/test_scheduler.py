@@ -8,24 +8,13 @@ import time
 import pytest
 import torch
 
-from conftest import TINY
 from ponder.engine.native import NativeEngine
 from ponder.engine.protocol import Sequence
 from ponder.engine.sampling import SamplingParams
 from ponder.engine.scheduler import EngineClosed, Scheduler
-from ponder.models.loader import LoadedModel, load
-from tiny_gguf import random_model, write_tiny_gguf
+from ponder.models.loader import LoadedModel
 
 PROMPTS = [tuple(range(10, 30)), (5, 6, 7), tuple(range(60, 75))]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    folder = tmp_path_factory.mktemp("tiny")
-    write_tiny_gguf(folder / "tiny.gguf", random_model(TINY["qwen2-bias"]))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PONDER_HOME", str(folder / "home"))
-        return load(folder / "tiny.gguf")
 
 
 def engine(tiny: LoadedModel) -> NativeEngine:

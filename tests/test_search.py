@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from scripted import ScriptedGenerator, ScriptedVerifier, task
+from scripted import GOOD_STEPS, SPLIT, ScriptedGenerator, ScriptedVerifier, task
 
 from ponder.budget import Budget
 from ponder.errors import BadParameter
@@ -11,13 +11,6 @@ from ponder.search import Search, make_strategy
 from ponder.search.beam import BeamSearch
 from ponder.search.lookahead import LookaheadSearch
 
-# Greedy decoding takes the likeliest first step, which leads to 6; most paths lead to 7.
-SPLIT = {"": [("Add 3 and 3 to get 6.\n\n", 0.4), ("Add 3 and 4 to get 7.\n\n", 0.3), ("So 3 + 4 = 7.\n\n", 0.3)],
-         "Add 3 and 3 to get 6.\n\n": [("The answer is 6.", 1.0)],
-         "Add 3 and 4 to get 7.\n\n": [("The answer is 7.", 1.0)],
-         "So 3 + 4 = 7.\n\n": [("The answer is 7.", 1.0)]}
-GOOD_STEPS = {"Add 3 and 3 to get 6.": 0.2, "Add 3 and 4 to get 7.": 0.9, "So 3 + 4 = 7.": 0.8,
-              "The answer is 6.": 0.1, "The answer is 7.": 0.9}
 
 
 def run(strategy: str, tree: dict, verifier: ScriptedVerifier | None = None, budget: Budget | None = None,

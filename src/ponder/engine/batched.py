@@ -171,16 +171,23 @@ class BatchedGenerator(SamplesByExtending, ABC):
     def _check(self, seq: Sequence, params: SamplingParams) -> None:
         check_fits(self.info, seq, params)
 
-    def _prefill(self, admitted: list[Group]) -> list[Row]:
-        """Compute each context once, then start each of its sequences from the context's last logits."""
+    def _compute_contexts(self, admitted: list[Group], run: Callable[[list[Row]], Tensor]
+                          ) -> tuple[list[Row], list[Tensor]]:
+        """A row per group's context, its uncached part run (by `run`: logits or states) in batches of
+        similar length; the rows and each one's output after its last token."""
         holders = [self._open(group.context, group.params) for group in admitted]
         for holder in holders:
             self.usage.prompt_tokens_cached += holder.cached
             self.usage.prompt_tokens_computed += len(holder.pending)
-        last_logits: list[Tensor] = [torch.empty(0)] * len(holders)
+        outputs: list[Tensor] = [torch.empty(0)] * len(holders)
         for batch in prefill_batches([len(h.pending) for h in holders]):
-            for i, logits in zip(batch, self._forward([holders[i] for i in batch])):
-                last_logits[i] = logits
+            for i, output in zip(batch, run([holders[i] for i in batch])):
+                outputs[i] = output
+        return holders, outputs
+
+    def _prefill(self, admitted: list[Group]) -> list[Row]:
+        """Compute each context once, then start each of its sequences from the context's last logits."""
+        holders, last_logits = self._compute_contexts(admitted, self._forward)
         rows = []
         for holder, logits, group in zip(holders, last_logits, admitted):
             self._share(holder)

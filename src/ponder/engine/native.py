@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ponder.engine import cpu_kernels, int8_linear
-from ponder.engine.batched import BatchedGenerator, Group, Job, Row, prefill_batches
+from ponder.engine.batched import BatchedGenerator, Group, Job, Row
 from ponder.engine.block_pool import SCRATCH, BlockPool
 from ponder.engine.paged_cache import KVPool, PagedKVCache
 from ponder.engine.protocol import ModelInfo, Sequence, Usage
@@ -142,13 +142,9 @@ class NativeEngine(BatchedGenerator):
         waiting = [Group(context, members, job) for context, members in groups.items()]
         while waiting:
             admitted, waiting = self._admit(waiting, busy=False)
-            rows = [self._open(group.context, params) for group in admitted]
-            for row in rows:
-                self.usage.prompt_tokens_cached += row.cached
-                self.usage.prompt_tokens_computed += len(row.pending)
-            for batch in prefill_batches([len(r.pending) for r in rows]):
-                for k, hidden in zip(batch, self._hidden([rows[k] for k in batch])):
-                    out[admitted[k].members] = hidden
+            rows, states = self._compute_contexts(admitted, self._hidden)
+            for group, state in zip(admitted, states):
+                out[group.members] = state
             for row in rows:
                 self._close(row, keep=True)
         return out

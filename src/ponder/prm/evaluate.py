@@ -17,6 +17,7 @@ from rich.table import Table
 from ponder.errors import BadParameter
 from ponder.prm.features import decode_states, training_rows
 from ponder.prm.head import ValueHead, load_head
+from ponder.prm.train import auc
 from ponder.search.base import Candidate, best, majority, weighted
 from ponder.stats import bootstrap_interval, mean
 from ponder.tasks import EVALUATION_SETS, load_tasks
@@ -48,7 +49,7 @@ def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path]) -> Tabl
         features, targets, _ = training_rows(results, "prm", backbone.cfg.dim)
         for name, head in heads.items():
             with torch.no_grad():
-                table.add_row(f"step AUC of {name} on {path.name}", f"{auc_of(head, features, targets):.3f}", "")
+                table.add_row(f"step AUC of {name} on {path.name}", f"{auc(head(features), targets):.3f}", "")
     return table
 
 
@@ -87,12 +88,6 @@ def _candidate(sample: dict[str, Any], head: ValueHead, dim: int) -> Candidate:
     with torch.no_grad():
         scores = head.probability(decode_states(sample["states"], dim)).tolist()
     return Candidate(sample["text"], sample["answer"], scores, aggregate(scores, "last"))
-
-
-def auc_of(head: ValueHead, features: torch.Tensor, targets: torch.Tensor) -> float:
-    from ponder.prm.train import auc
-
-    return auc(head(features), targets)
 
 
 def _cell(values: list[float]) -> str:

@@ -119,7 +119,7 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
             job = _submit(scheduler, Sequence(tuple(prompt)).fork(body.n), params)
             seqs = await _wait(scheduler, job, request, timeout)
             metrics["generated_tokens"] += sum(len(s.tokens) for s in seqs)
-            return _response(body, seqs, params, len(prompt), chat)
+            return _response(body, seqs, len(prompt), chat)
         finally:
             in_flight["requests"] -= 1
 
@@ -175,13 +175,13 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
                         scheduler.cancel(job)
                         return
                     continue
-                text = _visible(seq, params)
+                text = _visible(seq)
                 ready = len(text) - hold
                 if ready > sent[index]:
                     yield _sse(_chunk(body, chat, index, text[sent[index]:ready], None))
                     sent[index] = ready
             for index, seq in enumerate(await waiter):
-                text = _visible(seq, params)
+                text = _visible(seq)
                 if len(text) > sent[index]:
                     yield _sse(_chunk(body, chat, index, text[sent[index]:], None))
                 yield _sse(_chunk(body, chat, index, "", _finish(seq)))
@@ -249,7 +249,7 @@ async def _wait(scheduler: Scheduler, job: Any, request: Request, timeout: float
         raise APIError(503, str(e), "server_error") from None
 
 
-def _visible(seq: Sequence, params: SamplingParams) -> str:
+def _visible(seq: Sequence) -> str:
     """The text a client sees: up to (not including) the stop string that ended it."""
     if seq.stop is not None:
         return seq.text[: seq.text.find(seq.stop)]
@@ -273,9 +273,9 @@ def _envelope(body: Common, chat: bool, choices: list[dict[str, Any]], usage: di
             "model": body.model, "choices": choices, "usage": usage}
 
 
-def _response(body: Common, seqs: list[Sequence], params: SamplingParams, prompt: int, chat: bool) -> dict[str, Any]:
+def _response(body: Common, seqs: list[Sequence], prompt: int, chat: bool) -> dict[str, Any]:
     generated = sum(len(s.tokens) for s in seqs)
-    return _envelope(body, chat, [_choice(chat, i, _visible(s, params), _finish(s)) for i, s in enumerate(seqs)],
+    return _envelope(body, chat, [_choice(chat, i, _visible(s), _finish(s)) for i, s in enumerate(seqs)],
                      {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated})
 
 

@@ -36,11 +36,12 @@ class GenerativeVerifier:
         self._yes_no: dict[int, bool] = {}  # token id -> is a Yes (True) or a No (False); absent: neither
 
     def score(self, task: Task, candidates: list[Sequence], budget: Budget) -> list[list[float]]:
-        prefixes = []
+        prefixes, counts = [], []
         for c in candidates:
             steps = split_steps(c.text)
             ends = range(1, len(steps) + 1) if self.steps == "all" else [len(steps)]
             prefixes.append([STEP_DELIMITER.join(steps[:k]) for k in ends])
+            counts.append(len(steps))
         todo = sorted({p for ps in prefixes for p in ps if (task.id, p) not in self.memo})
         if todo:
             before = self.judge.usage.snapshot()
@@ -52,7 +53,7 @@ class GenerativeVerifier:
                 self.memo[(task.id, prefix)] = self._p_yes(verdict)
         scores = [[self.memo[(task.id, p)] for p in ps] for ps in prefixes]
         if self.steps == "last":  # an outcome score stands for every step
-            scores = [s * n for s, n in zip(scores, map(len, (split_steps(c.text) for c in candidates)))]
+            scores = [s * n for s, n in zip(scores, counts)]
         return scores
 
     @staticmethod
