@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 from ponder.engine.protocol import Generator, ModelInfo, Sequence
 from ponder.engine.sampling import SamplingParams
 from reference import ponder_model
+from servers import free_port, serving
 
 MODEL = "smollm2-135m-instruct"
 QUESTIONS = ["What is 17 + 25?", "List three fruits, one per line, and nothing else."]
@@ -43,9 +43,7 @@ def make_http() -> Iterator[Generator]:
     from ponder.models.registry import resolve
 
     loaded = ponder_model(MODEL)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(resolve(MODEL)),
                                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -64,10 +62,29 @@ def make_http() -> Iterator[Generator]:
         server.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def make_ponder_http() -> Iterator[Generator]:
+    """ponder's HTTP backend against ponder's own server (token ids and log-probabilities exact)."""
+    from ponder.engine.backends import open_generator
+    from ponder.engine.openai_http import OpenAIHTTPEngine
+    from ponder.engine.scheduler import Scheduler
+    from ponder.serve.app import create_app
+
+    loaded = ponder_model(MODEL)
+    scheduler = Scheduler(open_generator(MODEL))
+    try:
+        with serving(create_app(scheduler, MODEL)) as url:
+            info = ModelInfo("ponder-server", loaded.config.n_params, 4096, loaded.tokenizer.stop_ids)
+            yield OpenAIHTTPEngine(url, MODEL, loaded.tokenizer, info)
+    finally:
+        scheduler.close()
+
+
 BACKENDS = {"native": contextlib.contextmanager(lambda: iter([make_native()])),
             "llama.cpp": contextlib.contextmanager(lambda: iter([make_llamacpp()])),
-            "http": make_http}
-SHARES_PROMPTS = {"native": True, "llama.cpp": True, "http": False}  # llama-cpp-python's server ignores n
+            "http": make_http, "ponder-http": make_ponder_http}
+# Whether one prompt's samples share its computation (HTTP backends send one request per sample).
+SHARES_PROMPTS = {"native": True, "llama.cpp": True, "http": False, "ponder-http": False}
 
 
 @pytest.fixture(scope="module", params=sorted(BACKENDS))

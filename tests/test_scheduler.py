@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ponder.engine.native import NativeEngine
-from ponder.engine.protocol import Sequence
+from ponder.engine.protocol import Sequence, Usage
 from ponder.engine.sampling import SamplingParams
 from ponder.engine.scheduler import EngineClosed, Scheduler
 from ponder.models.loader import LoadedModel
@@ -32,8 +32,13 @@ def test_callers_in_threads_share_batches_and_get_what_they_would_alone(tiny: Lo
     shared._forward = lambda rows: widths.append(len(rows)) or forward(rows)  # type: ignore[method-assign]
     scheduler = Scheduler(shared)
     got: dict[int, list[Sequence]] = {}
-    threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, scheduler.extend(
-        Sequence(PROMPTS[k]).fork(2), params[k]))) for k in range(3)]
+    spent: dict[int, Usage] = {}
+
+    def call(k: int) -> None:
+        got[k] = scheduler.extend(Sequence(PROMPTS[k]).fork(2), params[k])
+        spent[k] = scheduler.usage.snapshot()  # this thread's own, whatever else shared the batches
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(3)]
     for t in threads:
         t.start()
     for t in threads:
@@ -41,7 +46,11 @@ def test_callers_in_threads_share_batches_and_get_what_they_would_alone(tiny: Lo
     scheduler.close()
     for k in range(3):
         assert [s.tokens for s in got[k]] == [s.tokens for s in expected[k]]
+        assert spent[k].generated_tokens == sum(len(s.tokens) for s in got[k])
+        assert spent[k].prompt_tokens_computed + spent[k].prompt_tokens_cached == len(PROMPTS[k])
     assert max(widths) > 2  # some decode step ran rows of more than one caller
+    assert shared.usage.generated_tokens == sum(u.generated_tokens for u in spent.values())
+    assert scheduler.usage.generated_tokens == 0  # the test's own thread asked for nothing
 
 
 def test_a_cancelled_job_leaves_and_frees_its_rows(tiny: LoadedModel) -> None:

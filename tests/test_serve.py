@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from ponder.engine.backends import open_generator
 from ponder.engine.scheduler import Scheduler
 from ponder.serve.app import create_app
 from reference import ponder_model
+from servers import free_port, serving
 
 openai = pytest.importorskip("openai")
 MODEL = "smollm2-135m-instruct"
@@ -29,21 +29,8 @@ def scheduler() -> Iterator[Scheduler]:
 
 @pytest.fixture(scope="module")
 def server(scheduler: Scheduler) -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(scheduler, MODEL, max_queue=8), host="127.0.0.1", port=port,
-                            log_level="warning")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    while not running.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    running.should_exit = True
-    thread.join(10)
+    with serving(create_app(scheduler, MODEL, max_queue=8)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -85,6 +72,52 @@ def test_a_think_harder_request_reports_the_searchs_spend(client: "openai.OpenAI
     extra = reply.model_extra["ponder"]
     assert extra["strategy"] == "majority" and len(extra["candidates"]) == 3
     assert reply.usage.model_extra["flops"] > 0 and reply.usage.completion_tokens >= 3
+
+
+def test_log_probabilities_come_back_in_both_apis_shapes(client: "openai.OpenAI") -> None:
+    chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 2 + 3?"}],
+                                          max_tokens=8, temperature=0, logprobs=True, top_logprobs=3)
+    content = chat.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == chat.choices[0].message.content
+    for t in content:  # greedy: each chosen token is the likeliest of its top 3
+        assert len(t.top_logprobs) == 3 and t.top_logprobs[0].token == t.token
+        assert abs(t.top_logprobs[0].logprob - t.logprob) < 1e-4 and t.logprob <= 0
+    text = client.completions.create(model=MODEL, prompt="1, 2, 3,", max_tokens=6, temperature=0, logprobs=2,
+                                     extra_body={"return_tokens_as_token_ids": True})
+    logprobs = text.choices[0].logprobs
+    ids = [int(t.removeprefix("token_id:")) for t in logprobs.tokens]
+    assert ponder_model(MODEL).tokenizer.decode(ids) == text.choices[0].text
+    assert len(logprobs.token_logprobs) == len(ids) == len(logprobs.top_logprobs) == len(logprobs.text_offset)
+    assert all(len(top) == 2 for top in logprobs.top_logprobs)
+
+
+def test_a_request_over_its_time_is_cancelled_and_answered_504(scheduler: Scheduler) -> None:
+    with serving(create_app(scheduler, MODEL, timeout=0.5)) as url:
+        reply = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+            "model": MODEL, "messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": 2000})
+    assert reply.status_code == 504 and reply.json()["error"]["type"] == "timeout"
+    deadline = time.monotonic() + 20
+    while scheduler.load and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert scheduler.load == 0
+
+
+def test_auto_thinks_as_the_servers_policy_allocates(scheduler: Scheduler) -> None:
+    from fastapi.testclient import TestClient
+
+    from ponder.allocate import Choice, Policy
+
+    # Every prediction lands in bin 1 (threshold below any score), whose choice at n = 4 is majority of 3.
+    policy = Policy(MODEL, "arithmetic", 2, [-1.0], 1.0, {1: {4: Choice("majority", 3, 0.5, 1.0)},
+                                                          2: {4: Choice("bon", 4, 0.5, 1.0)}})
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 16,
+            "ponder": {"strategy": "auto", "n": 4, "return_candidates": True}}
+    without = TestClient(create_app(scheduler, MODEL)).post("/v1/chat/completions", json=body)
+    assert without.status_code == 400 and "--policy" in without.json()["error"]["message"]
+    reply = TestClient(create_app(scheduler, MODEL, policy=policy)).post("/v1/chat/completions", json=body).json()
+    assert reply["ponder"]["strategy"] == "auto" and len(reply["ponder"]["candidates"]) == 3
+    assert reply["ponder"]["settings"]["bin"] == 1 and reply["ponder"]["settings"]["choice"]["strategy"] == "majority"
+    assert reply["usage"]["flops"] > 0
 
 
 def test_errors_come_back_in_openais_shape(client: "openai.OpenAI", server: str) -> None:
@@ -163,25 +196,36 @@ def test_generated_requests_never_get_a_server_error(scheduler: Scheduler) -> No
     assert not failures, failures
 
 
-def test_ponder_serve_says_where_it_listens_and_serves_there() -> None:
+def test_ponder_serve_says_where_it_listens_serves_there_and_finishes_work_when_stopped() -> None:
+    import signal
     import subprocess
 
     from cli import PONDER
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([str(PONDER), "serve", MODEL, "--port", str(port)], stdout=subprocess.PIPE, text=True)
     try:
-        assert f"http://127.0.0.1:{port}/v1" in server.stdout.readline()
+        assert f"{url}/v1" in server.stdout.readline()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                if httpx.get(f"{url}/health").status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        assert [m["id"] for m in httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"]] == [MODEL]
+        assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == [MODEL]
+        replies: list[httpx.Response] = []
+        body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 64, "temperature": 0}
+        asking = threading.Thread(target=lambda: replies.append(httpx.post(f"{url}/v1/completions", json=body,
+                                                                           timeout=60)))
+        asking.start()
+        while httpx.get(f"{url}/health").json()["queue"] == 0 and asking.is_alive():
+            time.sleep(0.01)
+        server.send_signal(signal.SIGINT)  # Ctrl-C while the request is in flight: it is finished, then we exit
+        asking.join(60)
+        assert replies[0].status_code == 200 and replies[0].json()["usage"]["completion_tokens"] == 64
+        assert server.wait(30) == 0
     finally:
-        server.terminate()
+        server.kill()
         server.wait(30)

@@ -192,13 +192,19 @@ def serve(
     max_tokens: Annotated[int, typer.Option(help="The most tokens one request may ask for.")] = 4096,
     max_n: Annotated[int, typer.Option(help="The most samples (n) one request may ask for.")] = 16,
     allow_code: Annotated[bool, typer.Option(help="Let requests use the code-execution verifier.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may take before it is cancelled (504).")] = 300.0,
+    policy: Annotated[str | None, typer.Option(help="auto: the allocation policy (from `ponder allocate`).")] = None,
 ) -> None:
     """An OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics."""
+    from pathlib import Path
+
+    from ponder.allocate import Policy
     from ponder.serve.app import Limits
     from ponder.serve.app import serve as run_server
 
     limits = Limits(max_tokens=max_tokens, n=max_n, code_verifier=allow_code)
-    run_server(model, host, port, api_key, max_queue, backend, limits, announce=out.print)
+    run_server(model, host, port, api_key, max_queue, backend, limits, timeout,
+               Policy.load(Path(policy)) if policy else None, announce=out.print)
 
 
 def _render_tree(nodes: list) -> Tree:

@@ -42,6 +42,7 @@ class Job:
     left: int = 0  # sequences still in flight
     on_token: Callable[[int, Sequence], None] | None = None  # (index, sequence so far), after each new token
     cancelled: bool = False
+    usage: Usage = field(default_factory=Usage)  # this job's share of the engine's work
 
     @property
     def finished(self) -> bool:
@@ -142,7 +143,7 @@ class BatchedGenerator(SamplesByExtending, ABC):
             if not row.stopped:
                 running.append(row)
             elif self.value_head is not None and row.pending:
-                self.usage.prompt_tokens_computed += len(row.pending)  # run for its state, not a new token
+                self._charge(row.job, computed=len(row.pending))  # run for its state, not a new token
                 running.append(row)
             else:
                 self._close(row, keep=True)
@@ -168,6 +169,13 @@ class BatchedGenerator(SamplesByExtending, ABC):
         if found:
             row.seq = replace(seq, values=seq.values + tuple(found))
 
+    def _charge(self, job: Job | None, computed: int = 0, cached: int = 0, generated: int = 0) -> None:
+        """Count work on the engine's total and on the job it was done for."""
+        for usage in (self.usage, job.usage) if job is not None else (self.usage,):
+            usage.prompt_tokens_computed += computed
+            usage.prompt_tokens_cached += cached
+            usage.generated_tokens += generated
+
     def _check(self, seq: Sequence, params: SamplingParams) -> None:
         check_fits(self.info, seq, params)
 
@@ -176,9 +184,8 @@ class BatchedGenerator(SamplesByExtending, ABC):
         """A row per group's context, its uncached part run (by `run`: logits or states) in batches of
         similar length; the rows and each one's output after its last token."""
         holders = [self._open(group.context, group.params) for group in admitted]
-        for holder in holders:
-            self.usage.prompt_tokens_cached += holder.cached
-            self.usage.prompt_tokens_computed += len(holder.pending)
+        for holder, group in zip(holders, admitted):
+            self._charge(group.job, computed=len(holder.pending), cached=holder.cached)
         outputs: list[Tensor] = [torch.empty(0)] * len(holders)
         for batch in prefill_batches([len(h.pending) for h in holders]):
             for i, output in zip(batch, run([holders[i] for i in batch])):
@@ -208,7 +215,7 @@ class BatchedGenerator(SamplesByExtending, ABC):
         params = row.job.params
         seed = row.seq.seed_for(params.seed)
         token = int(sample(logits[None], params, [torch.Generator().manual_seed(seed) if seed is not None else None]))
-        self.usage.generated_tokens += 1
+        self._charge(row.job, generated=1)
         row.budget -= 1
         if token in self.info.stop_ids:
             row.seq = replace(row.seq, finish_reason="stop", stop=None, done=True)

@@ -4,7 +4,9 @@ Each caller (a server request, a search strategy running in its own thread) call
 any Generator; its sequences join whatever the engine is already running, and the call returns
 when they are done (continuous batching). One thread owns the engine and does all its work; the
 callers only queue jobs and wait. `cancel` drops a caller's job at the next step (a client that
-went away); `close` fails what is still queued or running.
+went away); `close` fails what is still queued or running. `usage` is the calling thread's own: what
+its calls cost, not what the engine did for everyone meanwhile (a search's spend stays its own when
+other requests share the batches); `engine_usage` is the total.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Scheduler:
         self._calls: list[tuple[Callable[[], Any], dict[str, Any]]] = []
         self._error: BaseException | None = None
         self._closed = False
+        self._local = threading.local()  # each calling thread's usage
         self._thread = threading.Thread(target=self._loop, name="ponder-engine", daemon=True)
         self._thread.start()
 
@@ -44,7 +47,19 @@ class Scheduler:
 
     @property
     def usage(self) -> Usage:
+        """What this thread's calls have cost so far."""
+        if not hasattr(self._local, "usage"):
+            self._local.usage = Usage()
+        return self._local.usage
+
+    @property
+    def engine_usage(self) -> Usage:
         return self.engine.usage
+
+    def _credit(self, spent: Usage) -> None:
+        mine = self.usage
+        for name, value in vars(spent).items():  # in place: a caller may hold this thread's Usage
+            setattr(mine, name, getattr(mine, name) + value)
 
     def encode(self, text: str) -> list[int]:
         return self.engine.encode(text)
@@ -74,7 +89,8 @@ class Scheduler:
         return self.call(lambda: self.engine.states(contexts))
 
     def call(self, work: Callable[[], Any]) -> Any:
-        """Run `work` in the engine's thread between two steps (anything that touches its cache)."""
+        """Run `work` in the engine's thread between two steps (anything that touches its cache); what
+        it computes is charged to the calling thread."""
         box: dict[str, Any] = {}
         with self._lock:
             if self._closed:
@@ -82,6 +98,7 @@ class Scheduler:
             self._calls.append((work, box))
             self._lock.notify_all()
             self._lock.wait_for(lambda: "done" in box)
+        self._credit(box["spent"])
         if "error" in box:
             raise box["error"]
         return box["value"]
@@ -106,7 +123,8 @@ class Scheduler:
                 raise TimeoutError(f"the job was not done within {timeout} s")
             if not job.finished:
                 raise EngineClosed(f"the engine stopped before the job was done: {self._error or 'cancelled'}")
-            return job.results
+        self._credit(job.usage)
+        return job.results
 
     def cancel(self, job: Job) -> None:
         """Stop working on a job (a client went away): its rows leave at the next step."""
@@ -141,10 +159,12 @@ class Scheduler:
                 self._lock.wait_for(lambda: self._jobs or self._new or self._calls or self._closed)
                 calls, self._calls = self._calls, []
             for work, box in calls:
+                before = self.engine.usage.snapshot()
                 try:
                     box["value"] = work()
                 except Exception as e:  # noqa: BLE001 - the caller re-raises it
                     box["error"] = e
+                box["spent"] = self.engine.usage - before
                 with self._lock:
                     box["done"] = True
                     self._lock.notify_all()

@@ -2,8 +2,10 @@
 
 Every request's sequences join one shared engine (`Scheduler`: continuous batching across
 requests). A request may ask to think harder: `reasoning_effort` (low, medium, high: majority of 4,
-8, 16) or ponder's own `ponder` field (strategy, n, verifier); its usage then reports the search's
-real spend, FLOPs included. Requests beyond the queue bound get 429 with Retry-After; a client that
+8, 16) or ponder's own `ponder` field (strategy, n, verifier; strategy "auto" when the server has an
+allocation policy); its usage then reports the search's real spend, FLOPs included. Log-probabilities
+come back as OpenAI's APIs shape them, token ids too where asked (vLLM's `return_tokens_as_token_ids`),
+so that ponder's own HTTP backend can drive this server exactly. Requests beyond the queue bound get 429 with Retry-After; a client that
 goes away has its work cancelled; errors come back in OpenAI's shape.
 """
 
@@ -14,6 +16,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ponder.allocate import Policy
 from ponder.engine.protocol import Sequence
 from ponder.engine.sampling import SamplingParams
 from ponder.engine.scheduler import Scheduler
@@ -54,7 +58,9 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
 
 
 def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max_queue: int = 64,
-               timeout: float = 300.0, limits: Limits = Limits()) -> FastAPI:
+               timeout: float = 300.0, limits: Limits = Limits(), policy: Policy | None = None) -> FastAPI:
+    """`timeout`: seconds a request may take before it is cancelled and answered 504; `policy`: what
+    `"strategy": "auto"` allocates by."""
     app = FastAPI(title="ponder", description="OpenAI-compatible API; thinks as hard as each request asks.")
     metrics: Counter[str] = Counter()
     in_flight = {"requests": 0}
@@ -114,12 +120,14 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
             if thinking is not None:
                 return await think(body, thinking, prompt, chat)
             params = _params(body)
+            if body.stream and body.logprobs_asked() is not None:
+                raise APIError(400, "logprobs are not streamed here: ask for them without stream", param="logprobs")
             if body.stream:  # counted again while it streams
                 return StreamingResponse(stream(body, params, prompt, request, chat), media_type="text/event-stream")
             job = _submit(scheduler, Sequence(tuple(prompt)).fork(body.n), params)
             seqs = await _wait(scheduler, job, request, timeout)
             metrics["generated_tokens"] += sum(len(s.tokens) for s in seqs)
-            return _response(body, seqs, len(prompt), chat)
+            return _response(body, seqs, len(prompt), chat, scheduler.decode)
         finally:
             in_flight["requests"] -= 1
 
@@ -130,11 +138,17 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
         messages = [m.model_dump() for m in body.messages] if isinstance(body, ChatRequest) else \
             [{"role": "user", "content": body.prompt}]  # type: ignore[attr-defined]
         task = JsonlTask("request", tuple(messages), "")
+        settings: dict[str, Any] = {}
+        if thinking.strategy == "auto":
+            if policy is None:
+                raise APIError(400, "this server has no allocation policy for strategy auto: start it with --policy",
+                               param="ponder.strategy")
+            settings["policy"] = policy
         try:
             result = await run_in_threadpool(
                 solve, scheduler, task, thinking.strategy, thinking.n, thinking.verifier,
                 temperature=body.temperature if body.temperature > 0 else None,
-                max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS, seed=body.seed)
+                max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS, seed=body.seed, **settings)
         except PonderError as e:
             raise APIError(400, str(e), param="ponder") from None
         best = next((c for c in result.candidates if c.answer == result.answer), result.candidates[0]) \
@@ -147,7 +161,8 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
                          "total_tokens": spend.prompt_tokens_computed + spend.prompt_tokens_cached
                          + spend.generated_tokens,
                          "verifier_tokens": spend.verifier_tokens, "flops": spend.flops})
-        out["ponder"] = {"strategy": result.strategy, "answer": result.answer, "spend": spend.to_dict()}
+        out["ponder"] = {"strategy": result.strategy, "settings": result.settings, "answer": result.answer,
+                         "spend": spend.to_dict()}
         if thinking.return_candidates:
             out["ponder"]["candidates"] = [c.to_dict() for c in result.candidates]
         return out
@@ -222,8 +237,9 @@ def _within(body: Common, limits: Limits) -> None:
 
 def _params(body: Common) -> SamplingParams:
     try:
-        return SamplingParams(temperature=body.temperature, top_p=body.top_p,
-                              max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS, seed=body.seed, stop=body.stops())
+        return SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
+                              max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS, seed=body.seed, stop=body.stops(),
+                              top_logprobs=body.logprobs_asked() or 0)
     except ValueError as e:
         raise APIError(400, str(e)) from None
 
@@ -260,11 +276,41 @@ def _finish(seq: Sequence) -> str:
     return "length" if seq.finish_reason == "length" else "stop"
 
 
-def _choice(chat: bool, index: int, text: str, finish: str) -> dict[str, Any]:
+def _choice(chat: bool, index: int, text: str, finish: str, logprobs: Any = None) -> dict[str, Any]:
     if chat:
         return {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
-                "logprobs": None}
-    return {"index": index, "text": text, "finish_reason": finish, "logprobs": None}
+                "logprobs": logprobs}
+    return {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}
+
+
+def _logprobs(body: Common, seq: Sequence, decode: Callable[[tuple[int, ...]], str]) -> Any:
+    """The chosen tokens' log-probabilities (and the likeliest tokens' where asked) for the visible text:
+    a token that only spells the stop string is left out, as its text is."""
+    top = body.logprobs_asked()
+    if top is None:
+        return None
+    as_ids = getattr(body, "return_tokens_as_token_ids", False)
+
+    def name(token: int) -> str:
+        return f"token_id:{token}" if as_ids else decode((token,))
+
+    visible, kept, offset = len(_visible(seq)), [], 0
+    for k, token in enumerate(seq.tokens):
+        if seq.stop is not None and offset >= visible:
+            break  # the rest only spells the stop string
+        kept.append((k, offset))
+        offset += len(decode((token,)))
+    tops = [sorted(seq.top_logprobs[k].items(), key=lambda kv: -kv[1])[:top] for k, _ in kept] if top else []
+    if isinstance(body, ChatRequest):
+        def entry(token: int, logprob: float) -> dict[str, Any]:
+            text = name(token)
+            return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+        return {"content": [entry(seq.tokens[k], seq.logprobs[k])
+                            | {"top_logprobs": [entry(i, v) for i, v in (tops[j] if top else [])]}
+                            for j, (k, _) in enumerate(kept)]}
+    return {"tokens": [name(seq.tokens[k]) for k, _ in kept], "token_logprobs": [seq.logprobs[k] for k, _ in kept],
+            "top_logprobs": [{name(i): v for i, v in best} for best in tops] if top else None,
+            "text_offset": [offset for _, offset in kept]}
 
 
 def _envelope(body: Common, chat: bool, choices: list[dict[str, Any]], usage: dict[str, Any]) -> dict[str, Any]:
@@ -273,9 +319,11 @@ def _envelope(body: Common, chat: bool, choices: list[dict[str, Any]], usage: di
             "model": body.model, "choices": choices, "usage": usage}
 
 
-def _response(body: Common, seqs: list[Sequence], prompt: int, chat: bool) -> dict[str, Any]:
+def _response(body: Common, seqs: list[Sequence], prompt: int, chat: bool,
+              decode: Callable[[tuple[int, ...]], str]) -> dict[str, Any]:
     generated = sum(len(s.tokens) for s in seqs)
-    return _envelope(body, chat, [_choice(chat, i, _visible(s), _finish(s)) for i, s in enumerate(seqs)],
+    choices = [_choice(chat, i, _visible(s), _finish(s), _logprobs(body, s, decode)) for i, s in enumerate(seqs)]
+    return _envelope(body, chat, choices,
                      {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated})
 
 
@@ -294,14 +342,15 @@ def _sse(payload: dict[str, Any]) -> str:
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, max_queue: int = 64,
-          backend: str = "native", limits: Limits = Limits(), announce: Any = print) -> None:
+          backend: str = "native", limits: Limits = Limits(), timeout: float = 300.0, policy: Policy | None = None,
+          announce: Any = print) -> None:
     """Load the model, start the engine's thread, and serve until interrupted; in-flight work is finished."""
     import uvicorn
 
     from ponder.engine.backends import open_generator
 
     scheduler = Scheduler(open_generator(model, backend))  # type: ignore[arg-type]
-    app = create_app(scheduler, model, api_key, max_queue, limits=limits)
+    app = create_app(scheduler, model, api_key, max_queue, timeout, limits, policy)
     announce(f"ponder serves {model} at http://{host}:{port}/v1 (OpenAI-compatible). Try:\n"
              f"  curl http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json'"
              + (" -H 'Authorization: Bearer KEY'" if api_key else "")

@@ -12,7 +12,7 @@ EFFORT_BUDGETS = {"low": 4, "medium": 8, "high": 16}  # reasoning_effort -> samp
 class Thinking(BaseModel):
     """ponder's own extra field: a search strategy, its budget and verifier ("auto" once a policy ships)."""
 
-    strategy: str = "majority"
+    strategy: str = "majority"  # or "auto": the server's compute-optimal policy picks, n is the budget
     n: int = Field(8, ge=1, le=64)
     verifier: str | None = None
     return_candidates: bool = False
@@ -32,6 +32,8 @@ class Common(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
+    top_k: int = Field(0, ge=0)  # vLLM's extensions: 0 and 0.0 are off
+    min_p: float = Field(0.0, ge=0.0, lt=1.0)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     ponder: Thinking | None = None
 
@@ -39,9 +41,24 @@ class Common(BaseModel):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
 
+    def logprobs_asked(self) -> int | None:
+        """How many likeliest tokens to report at each step; None: no log-probabilities at all."""
+        return None
+
+
 class ChatRequest(Common):
     messages: list[Message] = Field(min_length=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    def logprobs_asked(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(Common):
     prompt: str
+    logprobs: int | None = Field(None, ge=0, le=20)
+    return_tokens_as_token_ids: bool = False  # vLLM's: each token named "token_id:ID", exact for any client
+
+    def logprobs_asked(self) -> int | None:
+        return self.logprobs
