@@ -34,7 +34,7 @@ demo: setup
 test: setup-test
 	$(BIN)/ponder pull smollm2-135m-instruct
 	$(BIN)/ponder pull qwen2.5-coder-0.5b-instruct
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 bench: setup-test
 	$(BIN)/python benchmarks/bench_runtime.py
