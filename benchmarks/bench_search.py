@@ -8,6 +8,10 @@ the oracle's pass@n beside them; and beam search at n = 4 and 16 against the sam
 question's results are appended to a JSONL file as soon as they exist: killed and started again, the
 run continues where it stopped. The summary gives accuracy with a 95% bootstrap interval over
 questions, FLOPs and wall seconds per question.
+
+`--grid runs/search.db` also writes what is stored as an evaluation-grid store, the very one
+`ponder eval` would make with the same settings (seed 0): `ponder report`, `ponder allocate` and the
+replay of `auto` read it, and `ponder eval` with those settings would continue it.
 """
 
 from __future__ import annotations
@@ -99,6 +103,55 @@ def summarize(rows: list[dict]) -> Table:
     return table
 
 
+def write_grid(rows: list[dict], args: argparse.Namespace, path: Path) -> int:
+    """The questions as `ponder eval` stores them: same settings, keys, cells and costs (the pooled cells'
+    as the grid counts them: the prompt once, the first n samples' tokens, n/16 of the judging)."""
+    from dataclasses import asdict
+
+    from ponder.eval.grid import GridSettings
+    from ponder.jobs import RunStore
+    from ponder.models.loader import load
+
+    grid = GridSettings(("greedy", "majority", "bon", "weighted_bon", "beam"), SIZES, args.verifier,
+                        args.temperature, Sampling().max_tokens, 4)
+    settings = {"model": args.model, "backend": "native", "tasks": "gsm_symbolic", "size": args.questions,
+                "task_seed": 2024, "seeds": 1} | asdict(grid)
+    tasks = {t.id: t for t in load_tasks("gsm_symbolic", args.questions, seed=2024)}
+    per_token = 2.0 * load(args.model).config.n_params
+    with RunStore(path, settings) as store:
+        stored = store.done()
+        for row in rows:
+            if f"{row['id']}#0" in stored:
+                continue
+            task, samples = tasks[row["id"]], row["samples"]
+            lengths = [len(s["tokens"]) for s in samples]
+            judging = row["bon@16"]["flops"] - row["majority@16"]["flops"]
+            results = {"greedy@1": _cell(row["greedy"], per_token)}
+            for n in SIZES:
+                tokens = len(row["prompt"]) + sum(lengths[:n])
+                seconds = row["majority@16"]["seconds"] * sum(lengths[:n]) / max(1, sum(lengths))
+                drawn = {"tokens": tokens, "flops": per_token * tokens, "seconds": seconds}
+                judged = {"tokens": tokens + judging / per_token * n / 16, "flops": drawn["flops"] + judging * n / 16,
+                          "seconds": seconds + (row["bon@16"]["seconds"] - row["majority@16"]["seconds"]) * n / 16}
+                for name in ("majority", "bon", "weighted_bon"):
+                    entry = row[f"{name}@{n}"]
+                    results[f"{name}@{n}"] = {"answer": entry["answer"], "correct": entry["correct"]} | (
+                        drawn if name == "majority" else judged)
+                results[f"pass@{n}"] = {"answer": None, "correct": row[f"pass@{n}"]["correct"]} | drawn
+            for n in (4, 16):
+                results[f"beam@{n}"] = _cell(row[f"beam@{n}"], per_token)
+            pool = [{"text": s["text"], "answer": s["answer"], "correct": task.check(s["answer"]),
+                     "step_scores": s["step_scores"], "tokens": len(s["tokens"])} for s in samples]
+            store.put(f"{row['id']}#0", {"question": row["id"], "seed": 0, "difficulty": task.difficulty,
+                                         "pool": pool, "results": results, "grid": asdict(grid)})
+        return len(store)
+
+
+def _cell(entry: dict, per_token: float) -> dict:
+    return {"answer": entry["answer"], "correct": entry["correct"], "tokens": entry["flops"] / per_token,
+            "flops": entry["flops"], "seconds": entry["seconds"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
@@ -107,6 +160,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.4)
     parser.add_argument("--out", type=Path, default=Path("runs/search.jsonl"))
     parser.add_argument("--summary", action="store_true", help="only print the summary of what is stored")
+    parser.add_argument("--grid", type=Path, help="also write the stored questions as an evaluation-grid store")
     args = parser.parse_args()
     torch.set_num_threads(2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +181,8 @@ def main() -> None:
                 f"{key}={int(v['correct'])}" for key, v in row.items() if isinstance(v, dict)))
     if done:
         console.print(summarize(done))
+    if args.grid and done:
+        console.print(f"{write_grid(done, args, args.grid)} questions in {args.grid}")
 
 
 if __name__ == "__main__":

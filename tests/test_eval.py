@@ -154,6 +154,9 @@ def test_eval_report_allocate_and_auto_on_real_weights(tmp_path: Path) -> None:
     assert store.with_suffix(".html").is_file() and "| smollm2-135m-instruct | majority | 2 |" in done.stdout
     done = ponder("allocate", str(store), "--out", str(policy), "--probe", "1", "--bins", "2")
     assert done.returncode == 0 and "bin 2: n=1:" in done.stdout, done.stderr
+    assert "used to calibrate" in error_line(ponder("report", str(store), "--policy", str(policy)))
+    assert "--hold-out must be" in error_line(ponder("allocate", str(store), "--out", str(policy), "--hold-out", "2",
+                                                     "--folds", "2"))
     solved = ponder("solve", "What is 2 + 3?", "--model", "smollm2-135m-instruct", "--strategy", "auto", "--n", "2",
                     "--policy", str(policy), "--max-tokens", "32", "--json")
     assert solved.returncode == 0, solved.stderr

@@ -7,10 +7,16 @@ few probe samples, cut at the calibration questions' quantiles. For each bin and
 one sample's FLOPs), the policy keeps the most accurate cell that fits. At run time (`AutoStrategy`)
 the probe samples are drawn and scored first, charged to the budget, and reused as the first samples
 of a pooled strategy (majority, best-of-N), whose seeded forks they are.
+
+`replay` computes what `auto` would have done on a stored grid item, exactly, without running it: the
+probes are the pool's first samples, and whatever it chooses is a cell of the same grid. So an
+evaluation grid evaluates `auto` for free, and `fold_of` splits one grid's questions so that each
+half is judged by a policy calibrated on the other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import defaultdict
@@ -45,6 +51,7 @@ class Policy:
     sample_flops: float  # FLOPs of one sample (the budget unit)
     table: dict[int, dict[int, Choice]]  # bin -> budget n -> choice
     settings: dict[str, Any] = field(default_factory=dict)  # the calibration grid's (width, temperature, ...)
+    calibrated_on: list[str] = field(default_factory=list)  # question ids: never evaluate the policy on these
 
     def bin_of(self, predicted: float) -> int:
         return 1 + sum(predicted < t for t in self.thresholds)
@@ -72,7 +79,7 @@ class Policy:
                                f"{POLICY_VERSION}: make it again with `ponder allocate`")
         table = {int(b): {int(n): Choice(**c) for n, c in levels.items()} for b, levels in data["table"].items()}
         return cls(data["model"], data["verifier"], data["probe"], data["thresholds"], data["sample_flops"], table,
-                   data.get("settings", {}))
+                   data.get("settings", {}), data.get("calibrated_on", []))
 
 
 def predicted_difficulty(final_scores: list[float]) -> float:
@@ -103,7 +110,58 @@ def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: in
     table = {b: {n: _best([c for c in cells if c.difficulty_bin == b] or overall, n * unit, unit, probe)
                  for n in budgets} for b in range(1, bins + 1)}  # a bin that ties left empty: all questions
     return Policy(settings["model"], settings["verifier"], probe, thresholds, unit, table,
-                  {k: settings[k] for k in ("temperature", "max_tokens", "width") if k in settings})
+                  {k: settings[k] for k in ("temperature", "max_tokens", "width") if k in settings},
+                  sorted(predicted))
+
+
+def fold_of(question: str, folds: int) -> int:
+    """A question's fold, stable across runs and machines (a hash of its id, not of the run's order)."""
+    return int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "big") % folds
+
+
+def with_auto(rows: list[dict[str, Any]], policies: list[Policy]) -> list[dict[str, Any]]:
+    """The grid items with `auto@n` cells replayed at each policy budget n, each item by a policy that was
+    not calibrated on its question; items that every policy saw in calibration are left out."""
+    kept = []
+    for row in rows:
+        judge = next((p for p in policies if row["question"] not in set(p.calibrated_on)), None)
+        if judge is not None:
+            budgets = sorted({n for levels in judge.table.values() for n in levels})
+            kept.append(row | {"results": row["results"] | {f"auto@{n}": replay(judge, row, n) for n in budgets}})
+    return kept
+
+
+def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
+    """What `auto` at budget n would have answered and spent on this grid item (one question, one seed).
+
+    The probes are the pool's first samples with their scores; the chosen strategy's result is the grid's
+    own cell. Cost: a pooled choice pays for max(its n, the probe) scored samples; any other choice pays
+    for the probe on top of its cell (its prompt counted twice: a slight overcharge)."""
+    results = row["results"]
+
+    def scored(k: int) -> dict[str, Any]:
+        for name in ("bon", "weighted_bon"):  # their cells cost k samples drawn and scored
+            if f"{name}@{k}" in results:
+                return results[f"{name}@{k}"]
+        raise BadParameter(f"replaying auto needs the grid's bon or weighted_bon at n = {k} (the probe): "
+                           f"run the grid with budget {k} and one of them")
+
+    probed = [s["step_scores"][-1] for s in row["pool"][: policy.probe] if s.get("step_scores")]
+    predicted = predicted_difficulty(probed)
+    choice = policy.choose(predicted, n)
+    cell = results.get(f"{choice.strategy}@{choice.n}")
+    if cell is None:
+        raise BadParameter(f"the policy chose {choice.strategy}@{choice.n}, which this grid did not run: "
+                           "replay on a grid with the calibration grid's strategies and budgets")
+    probe = scored(min(policy.probe, n))
+    costs = ("flops", "tokens", "seconds")
+    if choice.strategy in POOLED:
+        paid = scored(choice.n) if choice.n >= policy.probe else probe
+        spent = {k: max(paid.get(k, 0.0), probe.get(k, 0.0)) for k in costs}
+    else:
+        spent = {k: cell.get(k, 0.0) + probe.get(k, 0.0) for k in costs}
+    return {"answer": cell.get("answer"), "correct": cell["correct"], "choice": f"{choice.strategy}@{choice.n}",
+            "bin": policy.bin_of(predicted)} | spent
 
 
 def _best(cells: list[Cell], limit: float, unit: float, probe: int) -> Choice:

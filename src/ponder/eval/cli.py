@@ -61,8 +61,12 @@ def report(
     compare: Annotated[list[Path] | None, typer.Option(help="Other runs to draw on the same axes.")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="The HTML page (RUN.html by default).")] = None,
     bins: Annotated[int, typer.Option(help="Difficulty bins.")] = 5,
+    policy: Annotated[list[Path] | None, typer.Option(
+        help="Add auto@n, replayed exactly from the grid, each question by a policy not calibrated on it "
+             "(give the policies of both folds to judge every question).")] = None,
 ) -> None:
     """A self-contained HTML report with figures, and a markdown table beside it."""
+    from ponder.allocate import Policy, with_auto
     from ponder.eval.report import Run, write_report
     from ponder.jobs import RunStore
 
@@ -73,8 +77,18 @@ def report(
             raise BadParameter(f"{path} holds no results yet: let `ponder eval` run a while")
         return Run(str(store.settings.get("model", path.stem)), rows, store.settings)
 
-    page, table = write_report(load(run), [load(p) for p in compare or []], out_path or run.with_suffix(".html"),
-                               bins)
+    main = load(run)
+    if policy:
+        policies = [Policy.load(p) for p in policy]
+        if wrong := [p.model for p in policies if p.model != main.settings.get("model")]:
+            raise BadParameter(f"the policy was made for {wrong[0]}, the run is of {main.settings.get('model')}")
+        rows = with_auto(main.rows, policies)
+        if not rows:
+            raise BadParameter("every question of the run was used to calibrate the policies: nothing to judge "
+                               "them on (calibrate with --folds/--hold-out, or on another run)")
+        out.print(f"auto replayed on {len(rows)} of {len(main.rows)} items (the rest calibrated the policies)")
+        main = Run(main.label, rows, main.settings)
+    page, table = write_report(main, [load(p) for p in compare or []], out_path or run.with_suffix(".html"), bins)
     out.print(table.read_text())
     out.print(f"report: {page}; table: {table}")
 
@@ -84,13 +98,19 @@ def allocate(
     out_path: Annotated[Path, typer.Option("--out", help="Where the policy goes (JSON).")],
     probe: Annotated[int, typer.Option(help="Probe samples that predict a question's difficulty.")] = 4,
     bins: Annotated[int, typer.Option(help="Difficulty bins.")] = 5,
+    folds: Annotated[int, typer.Option(help="Split the run's questions into this many folds (by id).")] = 1,
+    hold_out: Annotated[int | None, typer.Option(help="Calibrate on every fold but this one; `ponder report "
+                                                      "--policy` then judges auto on it.")] = None,
 ) -> None:
     """Make a compute-optimal policy from a calibration run: per difficulty bin and budget, the best strategy."""
-    from ponder.allocate import build_policy
+    from ponder.allocate import build_policy, fold_of
     from ponder.jobs import RunStore
 
+    if hold_out is not None and not 0 <= hold_out < folds:
+        raise BadParameter(f"--hold-out must be a fold number from 0 to {folds - 1} (with --folds {folds})")
     store = RunStore.existing(run)
-    policy = build_policy([r for _, r in store.items()], store.settings, probe, bins)
+    rows = [r for _, r in store.items() if hold_out is None or fold_of(r["question"], folds) != hold_out]
+    policy = build_policy(rows, store.settings, probe, bins)
     policy.save(out_path)
     for b, levels in sorted(policy.table.items()):
         out.print(f"bin {b}: " + ", ".join(f"n={n}: {c.strategy}@{c.n} ({c.accuracy:.2f})" for n, c in levels.items()))
