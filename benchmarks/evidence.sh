@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The long measurements behind the README's claims, in the order the issues need them. Every step is
 # resumable: killed at any point, run this again and it continues where it stopped, losing at most
-# the question in progress. About 15 hours of a quiet 2-core machine in all; run it in the background
+# the question in progress. About 18 hours of a quiet 2-core machine in all; run it in the background
 # (`nohup benchmarks/evidence.sh >> runs/evidence.log 2>&1 &`) and don't run tests beside it: on
 # 2 cores they halve each other's speed.
 set -euo pipefail
@@ -25,5 +25,13 @@ step "3. the 1.5B model on the same evaluation questions, greedy and majority (i
 $PONDER pull qwen2.5-coder-1.5b-instruct
 $PONDER eval --model qwen2.5-coder-1.5b-instruct --task gsm_symbolic --size 100 --strategies greedy,majority \
     --budgets 1,4 --out runs/gsm-1.5b.db
+
+step "4. the chain_sum ladder (5 rungs of known difficulty), every strategy, the arithmetic verifier (issue 6), ~2 h"
+$PONDER eval --task chain_sum_ladder --size 50 --strategies greedy,majority,bon,weighted_bon,beam --budgets 1,4,16 \
+    --verifier arithmetic --out runs/ladder.db
+
+step "5. the 1.5B model on the ladder, greedy and majority (issue 6), ~1 h"
+$PONDER eval --model qwen2.5-coder-1.5b-instruct --task chain_sum_ladder --size 50 --strategies greedy,majority \
+    --budgets 1,4 --out runs/ladder-1.5b.db
 
 step "done"

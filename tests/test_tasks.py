@@ -191,6 +191,16 @@ def test_chain_sum_ladder() -> None:
     assert [t.entry for t in chain_sum_ladder(levels, 3, seed=0)] == [t.entry for t in tasks]
 
 
+def test_the_ladder_by_spec_climbs_its_rungs_and_refuses_what_it_cannot_split() -> None:
+    tasks = load_tasks("chain_sum_ladder:levels=2x1/4x2", 4, seed=3)
+    assert [(t.difficulty["num_terms"], t.difficulty["num_digits"]) for t in tasks] == [(2, 1), (2, 1), (4, 2), (4, 2)]
+    assert len(load_tasks("chain_sum_ladder", 10, seed=3)) == 10
+    with pytest.raises(BadParameter, match="multiple of the ladder's 5 rungs"):
+        load_tasks("chain_sum_ladder", 7, seed=3)
+    with pytest.raises(BadParameter, match="write levels=2x1/3x2"):
+        load_tasks("chain_sum_ladder:levels=2by1", 4, seed=3)
+
+
 def test_reasoning_gym_bad_names_and_settings() -> None:
     with pytest.raises(BadParameter, match=r"did you mean .*gsm_symbolic.*reasoning_gym\.factory"):
         load_reasoning_gym("gsm_symbolc", size=1, seed=0)

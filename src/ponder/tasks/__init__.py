@@ -6,6 +6,8 @@
     my_questions.jsonl               the user's own file (a seeded sample of `size`)
     gsm_symbolic                     `size` questions of any reasoning-gym dataset
     chain_sum:terms=3,digits=2       ... with config fields set ("terms=3" sets min_terms and max_terms)
+    chain_sum_ladder                 `chain_sum` rungs of known difficulty (terms x digits: 2x1, 3x1, 3x2,
+                                     4x2, 5x3), size / 5 questions each; `chain_sum_ladder:levels=2x1/4x3`
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ T = TypeVar("T")
 
 # The questions ponder's benchmarks are scored on (spec, size, seed): what is learned from (PRM
 # labels, the allocation policy) must not include them.
-EVALUATION_SETS = (("gsm_symbolic", 100, 2024),)
+EVALUATION_SETS = (("gsm_symbolic", 100, 2024), ("chain_sum_ladder", 50, 2024))
 
 
 def without_evaluation_questions(tasks: list[Task]) -> list[Task]:
@@ -77,12 +79,33 @@ def load_tasks(spec: str, size: int, seed: int) -> list[Task]:
     if spec.lower().endswith(".jsonl"):
         return _sample(load_jsonl(spec), size, seed)
     name, _, settings = spec.partition(":")
+    if name == "chain_sum_ladder":
+        return _ladder(spec, size, seed, _parse_settings(spec, settings))
     if name in reasoning_gym_names():
         return load_reasoning_gym(name, size, seed, **_parse_settings(spec, settings))
     raise BadParameter(
         f"unknown task set {spec!r}: use humaneval, a .jsonl file of questions, or a reasoning-gym "
         f"dataset name such as gsm_symbolic (list them with {FIND_NAMES})"
     )
+
+
+LADDER = ((2, 1), (3, 1), (3, 2), (4, 2), (5, 3))  # (terms, digits), easiest first
+
+
+def _ladder(spec: str, size: int, seed: int, settings: dict[str, Any]) -> list[Task]:
+    levels = LADDER
+    if unknown := set(settings) - {"levels"}:
+        raise BadParameter(f"chain_sum_ladder takes only levels=TERMSxDIGITS/..., not {', '.join(sorted(unknown))}")
+    if "levels" in settings:
+        try:
+            levels = tuple(tuple(int(x) for x in level.split("x")) for level in str(settings["levels"]).split("/"))
+        except ValueError:
+            levels = ()
+        if not levels or any(len(level) != 2 or min(level) < 1 for level in levels):
+            raise BadParameter(f"bad levels in {spec!r}: write levels=2x1/3x2 (terms x digits, / between rungs)")
+    if size % len(levels):
+        raise BadParameter(f"size must be a multiple of the ladder's {len(levels)} rungs, not {size}")
+    return list(chain_sum_ladder(list(levels), size // len(levels), seed))  # type: ignore[arg-type]
 
 
 def _sample(tasks: Sequence[T], size: int, seed: int) -> list[T]:
