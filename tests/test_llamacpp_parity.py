@@ -8,6 +8,7 @@ token for token.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ PASSAGE = (Path(__file__).parent / "data" / "passage.txt").read_text()
 NEAR_TIE = 0.5  # logits; llama.cpp's quantized path moves logits by up to ~1.5 (measured)
 
 
+@functools.cache  # both greedy tests compare the same ponder output, against two references
 def ponder_greedy(name: str, prompt: str, n: int = 32) -> tuple[list[int], list[int]]:
     ours = ponder_model(name)
     ids = ours.tokenizer.encode(prompt)
