@@ -127,9 +127,38 @@ def test_the_report_draws_every_bin_and_writes_a_table(tmp_path: Path) -> None:
     page, table = build_report(main, [large], bins=5)
     assert page.count("<img src='data:image/png;base64,") == 6 and "<h1>" in page
     assert "| large | majority | 4 | 1.00" in table and "| small | greedy | 1 |" in table
+    assert "equal inference FLOPs" not in table  # no auto cells: nothing to compare at equal FLOPs
+    for row in main.rows:
+        row["results"]["auto@4"] = row["results"]["majority@4"]
+    _, table = build_report(main, [large], bins=5)
+    assert "At equal inference FLOPs" in table and "| 0.16 |" in table
     html_path, md_path = write_report(main, [], tmp_path / "r.html")
     assert html_path.read_text().startswith("<!doctype html>") and md_path.read_text().startswith("| run |")
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_the_equal_flops_comparison_takes_the_largest_budget_that_fits() -> None:
+    from ponder.eval.compare import equal_flops_table, largest_within, parameters, pretraining_table, token_multiplier
+    from ponder.eval.metrics import Cell
+
+    def cell(strategy: str, n: int, accuracy: float, flops: float, per_token: float) -> Cell:
+        return Cell(strategy, n, accuracy, accuracy, accuracy, flops, flops / per_token, 1.0, 10)
+
+    small = [cell("auto", n, acc, n * 1e9, 1e9) for n, acc in ((1, 0.3), (4, 0.6), (16, 0.5))]  # N = 0.5e9
+    large = [cell("greedy", 1, 0.5, 3e9, 3e9), cell("majority", 4, 0.7, 12e9, 3e9)]  # N = 1.5e9
+    assert parameters(small) == pytest.approx(0.5e9) and parameters(large) == pytest.approx(1.5e9)
+    assert largest_within(small, "auto", 3e9, None).n == 1  # auto@4 costs 4e9: it does not fit
+    assert largest_within(small, "auto", 20e9, None).n == 16  # the largest that fits, not the most accurate
+    table = equal_flops_table(small, large, "0.5B", "1.5B", bins=1).splitlines()
+    assert "| all | greedy@1 | 0.00 | 0.50 | auto@1 | 0.00 | 0.30 | -0.20 |" in table
+    assert "| all | majority@4 | 0.01 | 0.70 | auto@4 | 0.00 | 0.60 | -0.10 |" in table
+    # R -> infinity: k -> N_L / N_S = 3; at R = 22 a little more; tiny R: far more.
+    assert token_multiplier(0.5e9, 1.5e9, 22.0) == pytest.approx(3 + 3 * (1.5 - 0.5) / (22 * 0.5))
+    assert token_multiplier(0.5e9, 1.5e9, 0.16) > 20
+    views = pretraining_table(small, large, "0.5B", "1.5B", bins=1)
+    # R = 22: k = 3.3, so 3.3 x 1.5B greedy's 3e9 FLOPs at a third of the parameters: 3.3e9, auto@1 fits.
+    assert "| 22 | 3.3 | all | 0.50 | auto@1 | 0.30 | -0.20 |" in views
+    assert "| 0.79 | 10.6 | all | 0.50 | auto@4 | 0.60 | +0.10 |" in views
 
 
 @pytest.mark.slow

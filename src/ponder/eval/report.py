@@ -2,7 +2,9 @@
 
 Figures: accuracy against FLOPs per question (log scale) for each strategy, with the compute-optimal
 frontier; the same per difficulty bin; runs given with --compare (a larger model, say) drawn dashed
-on the same axes and binned by the main run's question difficulty.
+on the same axes and binned by the main run's question difficulty. With `auto` cells (replayed by
+`ponder report --policy`) and a compared run, the table adds the equal-FLOPs comparison (see
+`compare`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ponder.eval.compare import equal_flops_table, pretraining_table
 from ponder.eval.metrics import Cell, frontier, oracle_difficulty, quantile_bins, summarize
 
 
@@ -32,6 +35,14 @@ def build_report(main: Run, compared: list[Run], bins: int = 5) -> tuple[str, st
     names = {1: " (easiest)", bins: " (hardest)"}
     figures += [_figure(cells, b, f"difficulty bin {b} of {bins}{names.get(b, '')}") for b in range(1, bins + 1)]
     table = markdown_table(cells, bins)
+    if compared and any(c.strategy == "auto" for c in cells[main.label]):  # replayed with --policy
+        for run in compared:
+            small, large = cells[main.label], cells[run.label]
+            table += (f"\n\nAt equal inference FLOPs per question (difficulty bins of {main.label}'s questions):\n\n"
+                      + equal_flops_table(small, large, main.label, run.label, bins)
+                      + "\n\nCounting pretraining too (R = inference tokens / pretraining tokens; k = how many times "
+                      f"{run.label}'s inference tokens {main.label} may spend at equal total FLOPs):\n\n"
+                      + pretraining_table(small, large, main.label, run.label, bins))
     title = f"ponder: {html.escape(main.label)} on {html.escape(str(main.settings.get('tasks', '')))}"
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"

@@ -53,7 +53,8 @@ def metadata(reader: gguf.GGUFReader) -> dict[str, Any]:
 def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], path: Path) -> ModelConfig:
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
-        raise UnsupportedModel(f"{path}: architecture {arch!r} is not supported: ponder runs {', '.join(ARCHITECTURES)}")
+        raise UnsupportedModel(f"{path}: architecture {arch!r} is not supported: "
+                               f"ponder runs {', '.join(ARCHITECTURES)}")
     if meta.get(f"{arch}.rope.scaling.type", "none") not in ("none", "linear") or \
             meta.get(f"{arch}.rope.scaling.factor", 1.0) != 1.0:
         raise UnsupportedModel(f"{path}: rope scaling {meta.get(f'{arch}.rope.scaling.type')!r} is not supported")

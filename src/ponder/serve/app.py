@@ -5,8 +5,9 @@ requests). A request may ask to think harder: `reasoning_effort` (low, medium, h
 8, 16) or ponder's own `ponder` field (strategy, n, verifier; strategy "auto" when the server has an
 allocation policy); its usage then reports the search's real spend, FLOPs included. Log-probabilities
 come back as OpenAI's APIs shape them, token ids too where asked (vLLM's `return_tokens_as_token_ids`),
-so that ponder's own HTTP backend can drive this server exactly. Requests beyond the queue bound get 429 with Retry-After; a client that
-goes away has its work cancelled; errors come back in OpenAI's shape.
+so that ponder's own HTTP backend can drive this server exactly. Requests beyond the queue bound
+get 429 with Retry-After; a client that goes away has its work cancelled; errors come back in
+OpenAI's shape.
 """
 
 from __future__ import annotations
