@@ -25,6 +25,7 @@ from ponder.prm.features import decode_states, encode_states, training_rows
 from ponder.prm.head import ValueHead, fingerprint, load_head, save_head
 from ponder.prm.label import LabelSettings, label_question
 from ponder.prm.train import TrainSettings, auc, train_head
+from ponder.verify.base import step_token_ends
 from ponder.prm.verifier import LearnedVerifier
 from ponder.tasks import EVALUATION_SETS, load_tasks
 from scripted_jobs import TREE, ScriptedLabelJob, task
@@ -121,6 +122,14 @@ def test_the_head_reads_the_states_generation_computed_instead_of_a_second_pass(
     apart = LearnedVerifier(head, NativeEngine(tiny, cache_bytes=8 << 20, block_size=4), ride_along=False)
     computed = apart.score(task(0), [Sequence(s.prompt, s.tokens, text=s.text) for s in samples], budget)
     assert budget.spent.verifier_tokens > 0 and apart.separate_pass_tokens > 0
+    # A separate pass computes a candidate once, not each step's prefix anew: beyond the whole sequence,
+    # at most a partial block (4 tokens here) again for each step end.
+    steps = tuple(tiny.tokenizer.encode("First, 3 + 4 = 7.\n\nThen 7 x 2 = 14.\n\nSo 14 - 7 = 7.\n\n"
+                                        "The answer is 7.", add_bos=False))
+    ends = step_token_ends(tiny.tokenizer.decode, steps)
+    fresh = LearnedVerifier(head, NativeEngine(tiny, cache_bytes=8 << 20, block_size=4), ride_along=False)
+    fresh.score(task(0), [Sequence(tuple(range(10, 40)), steps, text=tiny.tokenizer.decode(steps))], Budget())
+    assert len(ends) == 4 and fresh.separate_pass_tokens <= 30 + len(steps) + 4 * len(ends)
     for a, b in zip(read, computed):
         assert len(a) == len(b) >= 1
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=1e-4)
