@@ -135,3 +135,19 @@ def test_each_question_is_judged_by_a_policy_calibrated_without_it() -> None:
     for row in both:  # whatever auto chose is a cell of the grid, and its answer is that cell's
         chosen = row["results"]["auto@8"]
         assert chosen["answer"] == row["results"][chosen["choice"]]["answer"]
+
+
+def test_auto_without_a_policy_uses_the_one_shipped_for_the_model(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import ponder.allocate
+    from ponder.search import solve
+
+    generator = ScriptedGenerator(SPLIT)
+    monkeypatch.setattr(ponder.allocate, "POLICIES", tmp_path)
+    with pytest.raises(BadParameter, match=f"no allocation policy ships for {generator.info.name}.*--policy"):
+        solve(generator, task("7"), "auto", 8)
+    policy = Policy(generator.info.name, "scripted", 4, [-1.0], 1.0, {1: {8: Choice("majority", 8, 1.0, 8.0)}})
+    policy.save(tmp_path / f"{generator.info.name}.json")
+    monkeypatch.setattr("ponder.search.make_verifier", lambda name, judge: ScriptedVerifier({}, default=0.9))
+    result = solve(generator, task("7"), "auto", 8)
+    assert result.strategy == "auto" and result.settings["choice"]["strategy"] == "majority"

@@ -32,6 +32,7 @@ from ponder.search.base import Sampling, Search, SearchResult
 from ponder.stats import mean
 
 POLICY_VERSION = 1
+POLICIES = Path(__file__).parent / "policies"  # policies shipped for registry models: MODEL.json
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,16 @@ class Policy:
         table = {int(b): {int(n): Choice(**c) for n, c in levels.items()} for b, levels in data["table"].items()}
         return cls(data["model"], data["verifier"], data["probe"], data["thresholds"], data["sample_flops"], table,
                    data.get("settings", {}), data.get("calibrated_on", []))
+
+
+def shipped_policy(model: str) -> Policy:
+    """The policy that ships for a registry model, or a one-line error that says how to make one."""
+    path = POLICIES / f"{model}.json"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in POLICIES.glob("*.json"))) or "none yet"
+        raise BadParameter(f"no allocation policy ships for {model} (policies ship for: {shipped}): make one with "
+                           "`ponder eval` and `ponder allocate`, then give it with --policy")
+    return Policy.load(path)
 
 
 def predicted_difficulty(final_scores: list[float]) -> float:

@@ -77,6 +77,10 @@ def solve(generator: Generator, task: Task, strategy: str = "majority", n: int |
           verifier: str | None = None, budget: Budget | None = None,
           progress: Callable[[str], None] | None = None, **settings: Any) -> SearchResult:
     """One task, one strategy: the verifier (by name) judges with the policy itself where it needs a model."""
+    if strategy == "auto" and settings.get("policy") is None:  # the policy that ships for this model
+        from ponder.allocate import shipped_policy
+
+        settings["policy"] = shipped_policy(generator.info.name)
     chosen = make_strategy(strategy, n, **settings)  # bad settings fail before any work
     if (policy := getattr(chosen, "policy", None)) is not None:  # auto: the policy's model and verifier
         if policy.model != generator.info.name:

@@ -140,11 +140,8 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
             [{"role": "user", "content": body.prompt}]  # type: ignore[attr-defined]
         task = JsonlTask("request", tuple(messages), "")
         settings: dict[str, Any] = {}
-        if thinking.strategy == "auto":
-            if policy is None:
-                raise APIError(400, "this server has no allocation policy for strategy auto: start it with --policy",
-                               param="ponder.strategy")
-            settings["policy"] = policy
+        if thinking.strategy == "auto" and policy is not None:
+            settings["policy"] = policy  # else the policy shipped for the model, if one does
         try:
             result = await run_in_threadpool(
                 solve, scheduler, task, thinking.strategy, thinking.n, thinking.verifier,
