@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The long measurements behind the README's claims, in the order the issues need them. Every step is
 # resumable: killed at any point, run this again and it continues where it stopped, losing at most
-# the question in progress. About 18 hours of a quiet 2-core machine in all; run it in the background
+# the question in progress. About 20 hours of a quiet 2-core machine in all; run it in the background
 # (`nohup benchmarks/evidence.sh >> runs/evidence.log 2>&1 &`) and don't run tests beside it: on
 # 2 cores they halve each other's speed.
 set -euo pipefail
+main() {  # read whole before it runs: editing this file while it runs cannot change what it does
 cd "$(dirname "$0")/.."
 mkdir -p runs
 exec 9> runs/.evidence.lock
@@ -21,6 +22,13 @@ $PY benchmarks/bench_search.py --questions 100 --grid runs/search.db
 step "2. Monte Carlo step labels on training questions, disjoint from the evaluation set (issue 5), ~3 h"
 $PONDER prm label --task gsm_symbolic --task chain_sum --size 40 --out runs/labels.db
 
+step "2b. held-out labels for step AUC, then the PRM and the ORM, judged on step 1's samples (issue 5), ~1 h"
+$PONDER prm label --task gsm_symbolic --task chain_sum --size 10 --seed 12 --out runs/labels-heldout.db
+$PONDER prm train runs/labels.db --out runs/qwen.prm.safetensors
+$PONDER prm train runs/labels.db --kind orm --out runs/qwen.orm.safetensors
+$PONDER prm eval runs/qwen.prm.safetensors runs/qwen.orm.safetensors --labels runs/labels-heldout.db \
+    --samples runs/search.jsonl | tee runs/prm-eval.txt
+
 step "3. the 1.5B model on the same evaluation questions, greedy and majority (issue 6), ~4-5 h"
 $PONDER pull qwen2.5-coder-1.5b-instruct
 $PONDER eval --model qwen2.5-coder-1.5b-instruct --task gsm_symbolic --size 100 --strategies greedy,majority \
@@ -34,4 +42,16 @@ step "5. the 1.5B model on the ladder, greedy and majority (issue 6), ~1 h"
 $PONDER eval --model qwen2.5-coder-1.5b-instruct --task chain_sum_ladder --size 50 --strategies greedy,majority \
     --budgets 1,4 --out runs/ladder-1.5b.db
 
+step "6. allocation across folds, auto replayed, against the 1.5B model (issue 6), minutes"
+for run in search ladder; do
+    $PONDER allocate runs/$run.db --folds 2 --hold-out 0 --out runs/$run-policy-0.json
+    $PONDER allocate runs/$run.db --folds 2 --hold-out 1 --out runs/$run-policy-1.json
+done
+$PONDER report runs/search.db --policy runs/search-policy-0.json --policy runs/search-policy-1.json \
+    --compare runs/gsm-1.5b.db
+$PONDER report runs/ladder.db --policy runs/ladder-policy-0.json --policy runs/ladder-policy-1.json \
+    --compare runs/ladder-1.5b.db
+
 step "done"
+}
+main "$@"
