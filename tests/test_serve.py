@@ -114,10 +114,14 @@ def test_auto_thinks_as_the_servers_policy_allocates(scheduler: Scheduler) -> No
             "ponder": {"strategy": "auto", "n": 4, "return_candidates": True}}
     without = TestClient(create_app(scheduler, MODEL)).post("/v1/chat/completions", json=body)
     assert without.status_code == 400 and "--policy" in without.json()["error"]["message"]
-    reply = TestClient(create_app(scheduler, MODEL, policy=policy)).post("/v1/chat/completions", json=body).json()
+    served = TestClient(create_app(scheduler, MODEL, policy=policy))
+    reply = served.post("/v1/chat/completions", json=body).json()
     assert reply["ponder"]["strategy"] == "auto" and len(reply["ponder"]["candidates"]) == 3
     assert reply["ponder"]["settings"]["bin"] == 1 and reply["ponder"]["settings"]["choice"]["strategy"] == "majority"
     assert reply["usage"]["flops"] > 0
+    effort = served.post("/v1/chat/completions", json={k: v for k, v in body.items() if k != "ponder"}
+                         | {"reasoning_effort": "low"}).json()
+    assert effort["ponder"]["strategy"] == "auto" and effort["ponder"]["settings"]["n"] == 4
 
 
 def test_errors_come_back_in_openais_shape(client: "openai.OpenAI", server: str) -> None:

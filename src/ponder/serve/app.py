@@ -61,7 +61,8 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
 def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max_queue: int = 64,
                timeout: float = 300.0, limits: Limits = Limits(), policy: Policy | None = None) -> FastAPI:
     """`timeout`: seconds a request may take before it is cancelled and answered 504; `policy`: what
-    `"strategy": "auto"` allocates by."""
+    `"strategy": "auto"` allocates by, and then `reasoning_effort` too (low, medium, high: auto at a
+    budget of 4, 8, 16 samples; without a policy, majority of 4, 8, 16)."""
     app = FastAPI(title="ponder", description="OpenAI-compatible API; thinks as hard as each request asks.")
     metrics: Counter[str] = Counter()
     in_flight = {"requests": 0}
@@ -116,7 +117,8 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
         in_flight["requests"] += 1
         metrics["requests"] += 1
         try:
-            thinking = body.ponder or (Thinking(n=EFFORT_BUDGETS[body.reasoning_effort])
+            effort = "auto" if policy is not None else "majority"  # with a policy, effort is a budget for it
+            thinking = body.ponder or (Thinking(strategy=effort, n=EFFORT_BUDGETS[body.reasoning_effort])
                                        if body.reasoning_effort else None)
             if thinking is not None:
                 return await think(body, thinking, prompt, chat)
@@ -347,6 +349,10 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
 
     from ponder.engine.backends import open_generator
 
+    from ponder.allocate import POLICIES, shipped_policy
+
+    if policy is None and (POLICIES / f"{model}.json").is_file():
+        policy = shipped_policy(model)
     scheduler = Scheduler(open_generator(model, backend))  # type: ignore[arg-type]
     app = create_app(scheduler, model, api_key, max_queue, timeout, limits, policy)
     announce(f"ponder serves {model} at http://{host}:{port}/v1 (OpenAI-compatible). Try:\n"

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-EFFORT_BUDGETS = {"low": 4, "medium": 8, "high": 16}  # reasoning_effort -> samples, majority vote
+EFFORT_BUDGETS = {"low": 4, "medium": 8, "high": 16}  # reasoning_effort -> samples: auto with a policy, else majority
 
 
 class Thinking(BaseModel):
