@@ -89,18 +89,20 @@ def test_auto_needs_a_policy_and_a_verifier() -> None:
 @pytest.mark.parametrize("chosen", [Choice("majority", 8, 1.0, 8.0), Choice("bon", 1, 1.0, 4.0),
                                     Choice("beam", 8, 1.0, 12.0)])
 @pytest.mark.parametrize("question", [0, 3])
-def test_replaying_auto_on_a_grid_item_gives_what_running_it_gives(chosen: Choice, question: int) -> None:
+@pytest.mark.parametrize("budget", [1, 8])  # at 1, a single probe
+def test_replaying_auto_on_a_grid_item_gives_what_running_it_gives(chosen: Choice, question: int,
+                                                                   budget: int) -> None:
     from ponder.allocate import replay
     from ponder.budget import Budget
     from ponder.search.base import Sampling
     from scripted import GOOD_STEPS
     from scripted_jobs import GRID, ScriptedEvalJob
 
-    policy = Policy("scripted", "scripted", 4, [-1.0], 1.0, {1: {8: chosen}, 2: {8: chosen}}, {"width": GRID.width})
+    policy = Policy("scripted", "scripted", 4, [0.5], 1.0, {1: {8: chosen}, 2: {8: chosen}}, {"width": GRID.width})
     row = ScriptedEvalJob()(f"{question}#1")
-    replayed = replay(policy, row, 8)
+    replayed = replay(policy, row, budget)
     sampling = Sampling(temperature=GRID.temperature, max_tokens=GRID.max_tokens, seed=1)
-    live = AutoStrategy(policy, 8, sampling).run(
+    live = AutoStrategy(policy, budget, sampling).run(
         Search(ScriptedGenerator(SPLIT), task(question), Budget(), ScriptedVerifier(GOOD_STEPS)))
     assert replayed["choice"] == f"{chosen.strategy}@{chosen.n}" and replayed["bin"] == live.settings["bin"]
     assert replayed["answer"] == live.answer

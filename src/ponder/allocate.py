@@ -157,17 +157,18 @@ def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
         raise BadParameter(f"replaying auto needs the grid's bon or weighted_bon at n = {k} (the probe): "
                            f"run the grid with budget {k} and one of them")
 
-    probed = [s["step_scores"][-1] for s in row["pool"][: policy.probe] if s.get("step_scores")]
+    probed = [s["step_scores"][-1] for s in row["pool"][: min(policy.probe, n)] if s.get("step_scores")]
     predicted = predicted_difficulty(probed)
     choice = policy.choose(predicted, n)
     cell = results.get(f"{choice.strategy}@{choice.n}")
     if cell is None:
         raise BadParameter(f"the policy chose {choice.strategy}@{choice.n}, which this grid did not run: "
                            "replay on a grid with the calibration grid's strategies and budgets")
-    probe = scored(min(policy.probe, n))
+    k = min(policy.probe, n)  # as AutoStrategy: never more probes than the budget
+    probe = scored(k)
     costs = ("flops", "tokens", "seconds")
     if choice.strategy in POOLED:
-        paid = scored(choice.n) if choice.n >= policy.probe else probe
+        paid = scored(choice.n) if choice.n >= k else probe
         spent = {k: max(paid.get(k, 0.0), probe.get(k, 0.0)) for k in costs}
     else:
         spent = {k: cell.get(k, 0.0) + probe.get(k, 0.0) for k in costs}
