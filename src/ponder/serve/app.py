@@ -3,11 +3,11 @@
 Every request's sequences join one shared engine (`Scheduler`: continuous batching across
 requests). A request may ask to think harder: `reasoning_effort` (low, medium, high: a budget of 4,
 8, 16 samples, spent by the allocation policy where the server has one, else on majority voting) or
-ponder's own `ponder` field (strategy, n, verifier; "auto" where there is a policy); its usage then reports the search's real spend, FLOPs included. Log-probabilities
-come back as OpenAI's APIs shape them, token ids too where asked (vLLM's `return_tokens_as_token_ids`),
-so that ponder's own HTTP backend can drive this server exactly. Requests beyond the queue bound
-get 429 with Retry-After; a client that goes away has its work cancelled; errors come back in
-OpenAI's shape.
+ponder's own `ponder` field (strategy, n, verifier; "auto" where there is a policy); its usage
+then reports the search's real spend, FLOPs included. Log-probabilities come back as OpenAI's APIs
+shape them, token ids too where asked (vLLM's `return_tokens_as_token_ids`), so that ponder's own
+HTTP backend can drive this server exactly. Requests beyond the queue bound get 429 with
+Retry-After; a client that goes away has its work cancelled; errors come back in OpenAI's shape.
 """
 
 from __future__ import annotations
