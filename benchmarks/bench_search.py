@@ -108,14 +108,13 @@ def write_grid(rows: list[dict], args: argparse.Namespace, path: Path) -> int:
     as the grid counts them: the prompt once, the first n samples' tokens, n/16 of the judging)."""
     from dataclasses import asdict
 
-    from ponder.eval.grid import GridSettings
+    from ponder.eval.grid import EvalJob, GridSettings
     from ponder.jobs import RunStore
     from ponder.models.loader import load
 
     grid = GridSettings(("greedy", "majority", "bon", "weighted_bon", "beam"), SIZES, args.verifier,
                         args.temperature, Sampling().max_tokens, 4)
-    settings = {"model": args.model, "backend": "native", "tasks": "gsm_symbolic", "size": args.questions,
-                "task_seed": 2024, "seeds": 1} | asdict(grid)
+    settings = EvalJob(args.model, "native", "gsm_symbolic", args.questions, 2024, grid).settings(seeds=1)
     tasks = {t.id: t for t in load_tasks("gsm_symbolic", args.questions, seed=2024)}
     per_token = 2.0 * load(args.model).config.n_params
     with RunStore(path, settings) as store:

@@ -161,6 +161,44 @@ def test_the_equal_flops_comparison_takes_the_largest_budget_that_fits() -> None
     assert "| 0.79 | 10.6 | all | 0.50 | auto@4 | 0.60 | +0.10 |" in views
 
 
+def test_the_search_benchmark_writes_the_store_ponder_eval_would_continue(tmp_path: Path) -> None:
+    import argparse
+    import importlib.util
+
+    from ponder.eval.grid import EvalJob
+    from ponder.tasks import load_tasks
+    from reference import ponder_model
+
+    ponder_model("qwen2.5-coder-0.5b-instruct")  # its parameter count prices the tokens
+    spec = importlib.util.spec_from_file_location("bench_search", Path(__file__).parents[1] / "benchmarks" /
+                                                  "bench_search.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    question = load_tasks("gsm_symbolic", 100, seed=2024)[0]
+
+    def entry(correct: bool, flops: float) -> dict:
+        return {"answer": question.reference if correct else "0", "correct": correct, "flops": flops, "seconds": 1.0}
+
+    row = {"id": question.id, "prompt": [1] * 20, "greedy": entry(True, 1e11),
+           "samples": [{"text": "x", "tokens": [1] * 10, "answer": question.reference if i % 2 else "0",
+                        "step_scores": [0.5]} for i in range(16)]}
+    for n in bench.SIZES:
+        row |= {f"majority@{n}": entry(True, n * 1e10), f"bon@{n}": entry(False, n * 1.5e10),
+                f"weighted_bon@{n}": entry(True, n * 1.5e10), f"pass@{n}": entry(True, n * 1e10)}
+    row |= {"beam@4": entry(False, 5e11), "beam@16": entry(True, 2e12)}
+    args = argparse.Namespace(model="qwen2.5-coder-0.5b-instruct", questions=100, verifier="generative-outcome",
+                              temperature=0.4)
+    assert bench.write_grid([row], args, tmp_path / "g.db") == 1
+    assert bench.write_grid([row], args, tmp_path / "g.db") == 1  # written again: nothing twice
+    grid = GridSettings(("greedy", "majority", "bon", "weighted_bon", "beam"), (1, 4, 16), "generative-outcome")
+    job = EvalJob("qwen2.5-coder-0.5b-instruct", "native", "gsm_symbolic", 100, 2024, grid)
+    with RunStore(tmp_path / "g.db", job.settings(seeds=1)) as store:  # what `ponder eval` opens: same settings
+        [(key, item)] = store.items()
+    assert key == job.keys(1)[0] and set(grid.runs()) == set(item["results"])
+    assert item["results"]["bon@16"]["flops"] > item["results"]["majority@16"]["flops"]  # judging is charged
+    assert sum(s["correct"] for s in item["pool"]) == 8
+
+
 @pytest.mark.slow
 def test_eval_report_allocate_and_auto_on_real_weights(tmp_path: Path) -> None:
     from cli import error_line, ponder

@@ -38,8 +38,6 @@ def evaluate(
     ray: Annotated[str | None, typer.Option(help="Fan items out on Ray: 'local' or a cluster address.")] = None,
 ) -> None:
     """Run a grid of strategies x budgets x seeds over a task set; every result in one SQLite store."""
-    from dataclasses import asdict
-
     from ponder.eval.grid import EvalJob, GridSettings
     from ponder.jobs import RunStore, run_all
 
@@ -49,9 +47,7 @@ def evaluate(
                         _numbers(budgets, "budgets"), verifier, temperature, max_tokens, width)
     job = EvalJob(model, backend, task, size, task_seed, grid)
     keys = job.keys(seeds)
-    settings = {"model": model, "backend": backend, "tasks": task, "size": size, "task_seed": task_seed,
-                "seeds": seeds} | asdict(grid)
-    with RunStore(out_path, settings) as store:
+    with RunStore(out_path, job.settings(seeds)) as store:
         ran = run_all(keys, job, store, ray_address=ray, progress="evaluating")
     out.print(f"{len(keys)} items ({ran} now) in {out_path}: `ponder report {out_path}` summarises them")
 

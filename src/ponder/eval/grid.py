@@ -140,6 +140,11 @@ class EvalJob:
     task_seed: int
     grid: GridSettings
 
+    def settings(self, seeds: int) -> dict[str, Any]:
+        """What the run's store records, and checks when the run is resumed."""
+        return {"model": self.model, "backend": self.backend, "tasks": self.tasks, "size": self.size,
+                "task_seed": self.task_seed, "seeds": seeds} | asdict(self.grid)
+
     def keys(self, seeds: int) -> list[str]:
         return [f"{task.id}#{seed}" for task in _tasks(self.tasks, self.size, self.task_seed) for seed in range(seeds)]
 
