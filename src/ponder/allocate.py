@@ -133,9 +133,10 @@ def fold_of(question: str, folds: int) -> int:
 def with_auto(rows: list[dict[str, Any]], policies: list[Policy]) -> list[dict[str, Any]]:
     """The grid items with `auto@n` cells replayed at each policy budget n, each item by a policy that was
     not calibrated on its question; items that every policy saw in calibration are left out."""
+    seen = [(p, set(p.calibrated_on)) for p in policies]
     kept = []
     for row in rows:
-        judge = next((p for p in policies if row["question"] not in set(p.calibrated_on)), None)
+        judge = next((p for p, calibrated in seen if row["question"] not in calibrated), None)
         if judge is not None:
             budgets = sorted({n for levels in judge.table.values() for n in levels})
             kept.append(row | {"results": row["results"] | {f"auto@{n}": replay(judge, row, n) for n in budgets}})
@@ -157,21 +158,21 @@ def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
         raise BadParameter(f"replaying auto needs the grid's bon or weighted_bon at n = {k} (the probe): "
                            f"run the grid with budget {k} and one of them")
 
-    probed = [s["step_scores"][-1] for s in row["pool"][: min(policy.probe, n)] if s.get("step_scores")]
+    k = min(policy.probe, n)  # as AutoStrategy: never more probes than the budget
+    probed = [s["step_scores"][-1] for s in row["pool"][:k] if s.get("step_scores")]
     predicted = predicted_difficulty(probed)
     choice = policy.choose(predicted, n)
     cell = results.get(f"{choice.strategy}@{choice.n}")
     if cell is None:
         raise BadParameter(f"the policy chose {choice.strategy}@{choice.n}, which this grid did not run: "
                            "replay on a grid with the calibration grid's strategies and budgets")
-    k = min(policy.probe, n)  # as AutoStrategy: never more probes than the budget
     probe = scored(k)
     costs = ("flops", "tokens", "seconds")
     if choice.strategy in POOLED:
         paid = scored(choice.n) if choice.n >= k else probe
-        spent = {k: max(paid.get(k, 0.0), probe.get(k, 0.0)) for k in costs}
+        spent = {unit: max(paid.get(unit, 0.0), probe.get(unit, 0.0)) for unit in costs}
     else:
-        spent = {k: cell.get(k, 0.0) + probe.get(k, 0.0) for k in costs}
+        spent = {unit: cell.get(unit, 0.0) + probe.get(unit, 0.0) for unit in costs}
     return {"answer": cell.get("answer"), "correct": cell["correct"], "choice": f"{choice.strategy}@{choice.n}",
             "bin": policy.bin_of(predicted)} | spent
 

@@ -300,14 +300,13 @@ def _logprobs(body: Common, seq: Sequence, decode: Callable[[tuple[int, ...]], s
             break  # the rest only spells the stop string
         kept.append((k, offset))
         offset += len(decode((token,)))
-    tops = [sorted(seq.top_logprobs[k].items(), key=lambda kv: -kv[1])[:top] for k, _ in kept] if top else []
+    tops = [sorted(seq.top_logprobs[k].items(), key=lambda kv: -kv[1])[:top] if top else [] for k, _ in kept]
     if isinstance(body, ChatRequest):
         def entry(token: int, logprob: float) -> dict[str, Any]:
             text = name(token)
             return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
-        return {"content": [entry(seq.tokens[k], seq.logprobs[k])
-                            | {"top_logprobs": [entry(i, v) for i, v in (tops[j] if top else [])]}
-                            for j, (k, _) in enumerate(kept)]}
+        return {"content": [entry(seq.tokens[k], seq.logprobs[k]) | {"top_logprobs": [entry(i, v) for i, v in best]}
+                            for (k, _), best in zip(kept, tops)]}
     return {"tokens": [name(seq.tokens[k]) for k, _ in kept], "token_logprobs": [seq.logprobs[k] for k, _ in kept],
             "top_logprobs": [{name(i): v for i, v in best} for best in tops] if top else None,
             "text_offset": [offset for _, offset in kept]}
