@@ -21,7 +21,7 @@ from ponder.errors import BadParameter
 from ponder.jobs import RunStore, run_all
 from ponder.models.loader import LoadedModel
 from ponder.prm.evaluate import selection_accuracy
-from ponder.prm.features import decode_states, encode_states, training_rows
+from ponder.prm.features import decode_states, encode_states, fill_states, training_rows
 from ponder.prm.head import ValueHead, fingerprint, load_head, save_head
 from ponder.prm.label import LabelSettings, label_question
 from ponder.prm.train import TrainSettings, auc, train_head
@@ -93,6 +93,20 @@ def test_states_round_trip_and_training_rows_follow_the_kind() -> None:
     assert x.shape == (1, 8) and y.tolist() == [1.0]
     with pytest.raises(BadParameter, match="without states"):
         training_rows([{"id": "q", "samples": [{"step_ends": [0], "labels": [1.0], "correct": True}]}], "prm", 8)
+
+
+def test_samples_labelled_without_states_get_them_from_the_native_engine(tiny: LoadedModel) -> None:
+    engine = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    prompt, tokens = tuple(range(10, 30)), tuple(range(40, 52))
+    result = {"id": "q", "prompt": list(prompt), "samples": [
+        {"step_ends": [3, 11], "tokens": list(tokens), "labels": [0.5, 1.0], "correct": True},
+        {"step_ends": [], "tokens": [], "labels": [], "correct": False}]}  # no steps: nothing to fill
+    assert fill_states([result], engine) == 1 and fill_states([result], engine) == 0
+    x, y, _ = training_rows([result], "prm", tiny.config.dim)
+    fresh = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
+    expected = fresh.states([prompt + tokens[:4], prompt + tokens])
+    assert y.tolist() == [0.5, 1.0]
+    torch.testing.assert_close(x, expected.half().float(), atol=2e-3, rtol=2e-3)
 
 
 def test_a_head_trained_for_another_model_is_refused(tiny: LoadedModel, tmp_path: Path) -> None:

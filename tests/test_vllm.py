@@ -26,3 +26,16 @@ def test_vllm_backend_samples_and_extends() -> None:
     [step] = engine.extend([Sequence(tuple(prompt))], SamplingParams(max_tokens=30, stop=("\n",)))
     assert step.stop == "\n" or step.done
     assert vllm.__version__
+
+
+def test_without_vllm_the_backend_is_refused_with_what_to_install() -> None:
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vLLM is installed here: the test above runs it")
+    except ImportError:
+        pass
+    from ponder.engine.backends import open_generator
+    from ponder.errors import PonderError
+
+    with pytest.raises(PonderError, match="pip install vllm"):
+        open_generator("qwen2.5-coder-0.5b-instruct", "vllm")

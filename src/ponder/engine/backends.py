@@ -7,14 +7,18 @@ import functools
 from ponder.engine.protocol import Generator
 from ponder.errors import BadParameter
 
-BACKENDS = ("native", "native-fp32", "llamacpp")
+BACKENDS = ("native", "native-fp32", "llamacpp", "vllm")
 
 
 def open_generator(model: str, backend: str = "native", threads: int | None = None) -> Generator:
     """native: ponder's engine on its fast path (int8 weights where the CPU allows); native-fp32: the
-    exact path; llamacpp: llama.cpp on the model's GGUF file."""
+    exact path; llamacpp: llama.cpp on the model's GGUF file; vllm: vLLM on a GPU."""
     if backend not in BACKENDS:
         raise BadParameter(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "vllm":
+        from ponder.engine.vllm import open_vllm
+
+        return open_vllm(model)
     if backend == "llamacpp":
         from ponder.engine.llamacpp import LlamaCppEngine
         from ponder.models.registry import resolve

@@ -8,6 +8,7 @@ keep samples independent of the batch, as on the other backends. A checkpoint fo
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,34 @@ from typing import Any
 from ponder.engine.protocol import ModelInfo, SamplesByExtending, Sequence, Usage, check_fits, likeliest
 from ponder.engine.sampling import SamplingParams, find_stop
 from ponder.errors import PonderError
+from ponder.models.config import ModelConfig
+from ponder.models.loader import dequantized
+from ponder.models.registry import resolve
 from ponder.models.tokenizer import Tokenizer
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError:
+        raise PonderError("the vLLM backend needs vllm on a GPU machine: pip install vllm") from None
+    return vllm
+
+
+def open_vllm(model: str, **llm_args: Any) -> VLLMEngine:
+    """vLLM on a model ponder knows: a checkpoint folder as it is, a GGUF file by its dequantized folder."""
+    _import_vllm()  # before dequantizing anything
+    path = resolve(model)
+    folder = path if path.is_dir() else dequantized(path)
+    cfg = ModelConfig.from_hf(json.loads((folder / "config.json").read_text()))
+    tokenizer = Tokenizer.from_folder(folder)
+    return VLLMEngine(folder, tokenizer, ModelInfo(model, cfg.n_params, cfg.max_seq_len, tokenizer.stop_ids),
+                      **llm_args)
 
 
 class VLLMEngine(SamplesByExtending):
     def __init__(self, folder: str | Path, tokenizer: Tokenizer, info: ModelInfo, **llm_args: Any):
-        try:
-            import vllm
-        except ImportError:
-            raise PonderError("the vLLM backend needs vllm on a GPU machine: pip install vllm") from None
-        self.vllm = vllm
+        vllm = self.vllm = _import_vllm()
         self.llm = vllm.LLM(model=str(folder), enable_prefix_caching=True, **llm_args)
         self.tokenizer, self.info = tokenizer, info
         self.usage = Usage()

@@ -34,7 +34,7 @@ def evaluate(
     temperature: float = 0.4,
     max_tokens: int = 512,
     width: Annotated[int, typer.Option(help="Tree strategies: children per kept beam.")] = 4,
-    backend: Annotated[str, typer.Option(help="native, native-fp32 or llamacpp.")] = "native",
+    backend: Annotated[str, typer.Option(help="native, native-fp32, llamacpp or vllm (a GPU).")] = "native",
     ray: Annotated[str | None, typer.Option(help="Fan items out on Ray: 'local' or a cluster address.")] = None,
 ) -> None:
     """Run a grid of strategies x budgets x seeds over a task set; every result in one SQLite store."""

@@ -30,7 +30,8 @@ def label(
     rollouts: Annotated[int, typer.Option(help="Rollouts from each step.")] = 4,
     temperature: Annotated[float, typer.Option(help="For solutions and rollouts.")] = 0.4,
     max_tokens: Annotated[int, typer.Option(help="Per solution and per rollout.")] = 512,
-    backend: Annotated[str, typer.Option(help="native (stores states to train on), native-fp32, llamacpp.")] = "native",
+    backend: Annotated[str, typer.Option(help="native (stores states to train on), native-fp32, llamacpp, "
+                                             "vllm (a GPU; `prm train` computes the states after).")] = "native",
     ray: Annotated[str | None, typer.Option(help="Fan questions out on Ray: 'local' or a cluster address.")] = None,
 ) -> None:
     """Monte Carlo step labels from the policy's own solutions, resumable."""
@@ -78,6 +79,13 @@ def train(
     with err.status(f"loading {model}"):
         base = load(model).model
     results = [r for s in stores for _, r in s.items()]
+    if any("states" not in x for r in results for x in r["samples"] if x["step_ends"]):
+        from ponder.engine.backends import open_generator
+        from ponder.prm.features import fill_states
+
+        with err.status("computing the policy's states for samples labelled without them"):
+            filled = fill_states(results, open_generator(model, "native"))
+        out.print(f"computed the states of {filled} samples labelled by a backend without them (one pass each)")
     features, targets, groups = training_rows(results, kind, base.cfg.dim)
     settings = TrainSettings(hidden=hidden, seed=seed)
     with err.status(f"training a {kind} head on {len(targets)} rows"):

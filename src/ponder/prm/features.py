@@ -36,6 +36,18 @@ def step_states(engine: Any, prompt: tuple[int, ...], tokens: tuple[int, ...], e
     return engine.states([prompt + tokens[: end + 1] for end in ends])
 
 
+def fill_states(results: Iterable[dict[str, Any]], engine: Any) -> int:
+    """Add the states of samples labelled without them (by a backend that does not expose them, as
+    vLLM) with a native engine on the same weights: one pass over each sample. Returns how many."""
+    filled = 0
+    for result in results:
+        for sample in result["samples"]:
+            if sample["step_ends"] and "states" not in sample:
+                states = step_states(engine, tuple(result["prompt"]), tuple(sample["tokens"]), sample["step_ends"])
+                sample["states"], filled = encode_states(states), filled + 1
+    return filled
+
+
 def training_rows(results: Iterable[dict[str, Any]], kind: str, dim: int) -> tuple[Tensor, Tensor, list[str]]:
     """(features, labels, question of each row) from labelled questions: every step with its Monte Carlo
     label for a process model ("prm"), the last step with the solution's correctness for an outcome model ("orm")."""
