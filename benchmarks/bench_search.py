@@ -12,6 +12,11 @@ questions, FLOPs and wall seconds per question.
 `--grid runs/search.db` also writes what is stored as an evaluation-grid store, the very one
 `ponder eval` would make with the same settings (seed 0): `ponder report`, `ponder allocate` and the
 replay of `auto` read it, and `ponder eval` with those settings would continue it.
+
+`--head runs/qwen.prm.safetensors` judges the same samples with a trained head instead (from the
+policy's states stored with them; riding along with generation, it costs no FLOPs of its own) for
+the summary and the grid: best-of-N and weighted best-of-N are recomputed, and beam search, which
+ran against the other verifier, is left out. Nothing is generated: this takes seconds.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from rich.table import Table
 from ponder.budget import Budget
 from ponder.engine.backends import open_generator
 from ponder.prm.features import encode_states, step_states
+from ponder.prm.head import load_head
 from ponder.search import Search, make_strategy
 from ponder.search.base import Sampling, best, majority, weighted
 from ponder.search.beam import BeamSearch
@@ -82,6 +88,28 @@ def run_question(generator, task, verifier_name: str, sampling: Sampling) -> dic
     return row
 
 
+def judged_by_head(rows: list[dict], head_path: Path, model: str) -> list[dict]:
+    """The rows as if the head had judged the samples: its step scores; best-of-N and weighted best-of-N
+    re-chosen at the cost of the samples alone (the head rides along with generation); no beam cells."""
+    from ponder.models.loader import load
+    from ponder.prm.evaluate import head_candidate
+
+    backbone = load(model).model
+    head, _ = load_head(head_path, backbone)
+    tasks = {t.id: t for t in load_tasks("gsm_symbolic", len(rows), seed=2024)}
+    judged = []
+    for row in rows:
+        task, candidates = tasks[row["id"]], [head_candidate(s, head, backbone.cfg.dim) for s in row["samples"]]
+        out = {k: v for k, v in row.items() if not k.startswith("beam@")}
+        out["samples"] = [s | {"step_scores": c.step_scores} for s, c in zip(row["samples"], candidates)]
+        for n in SIZES:
+            drawn = (row[f"majority@{n}"]["flops"], row[f"majority@{n}"]["seconds"])
+            out[f"bon@{n}"] = _entry(task, best(candidates[:n]), *drawn)
+            out[f"weighted_bon@{n}"] = _entry(task, weighted(candidates[:n]), *drawn)
+        judged.append(out)
+    return judged
+
+
 def _entry(task, answer: str | None, flops: float, seconds: float) -> dict:  # noqa: ANN001
     return {"answer": answer, "correct": task.check(answer), "flops": flops, "seconds": seconds}
 
@@ -112,8 +140,9 @@ def write_grid(rows: list[dict], args: argparse.Namespace, path: Path) -> int:
     from ponder.jobs import RunStore
     from ponder.models.loader import load
 
-    grid = GridSettings(("greedy", "majority", "bon", "weighted_bon", "beam"), SIZES, args.verifier,
-                        args.temperature, Sampling().max_tokens, 4)
+    strategies = ("greedy", "majority", "bon", "weighted_bon") + (("beam",) if "beam@4" in rows[0] else ())
+    verifier = f"{load_head(args.head)[1]['kind']}:{args.head}" if args.head else args.verifier  # as `eval` names it
+    grid = GridSettings(strategies, SIZES, verifier, args.temperature, Sampling().max_tokens, 4)
     settings = EvalJob(args.model, "native", "gsm_symbolic", args.questions, 2024, grid).settings(seeds=1)
     tasks = {t.id: t for t in load_tasks("gsm_symbolic", args.questions, seed=2024)}
     per_token = 2.0 * load(args.model).config.n_params
@@ -137,7 +166,7 @@ def write_grid(rows: list[dict], args: argparse.Namespace, path: Path) -> int:
                     results[f"{name}@{n}"] = {"answer": entry["answer"], "correct": entry["correct"]} | (
                         drawn if name == "majority" else judged)
                 results[f"pass@{n}"] = {"answer": None, "correct": row[f"pass@{n}"]["correct"]} | drawn
-            for n in (4, 16):
+            for n in (4, 16) if "beam" in strategies else ():
                 results[f"beam@{n}"] = _cell(row[f"beam@{n}"], per_token)
             pool = [{"text": s["text"], "answer": s["answer"], "correct": task.check(s["answer"]),
                      "step_scores": s["step_scores"], "tokens": len(s["tokens"])} for s in samples]
@@ -160,6 +189,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/search.jsonl"))
     parser.add_argument("--summary", action="store_true", help="only print the summary of what is stored")
     parser.add_argument("--grid", type=Path, help="also write the stored questions as an evaluation-grid store")
+    parser.add_argument("--head", type=Path, help="judge the stored samples with this trained head instead")
     args = parser.parse_args()
     torch.set_num_threads(2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +208,8 @@ def main() -> None:
             done.append(row)
             console.print(f"{k + 1}/{len(tasks)} {task.id}: " + " ".join(
                 f"{key}={int(v['correct'])}" for key, v in row.items() if isinstance(v, dict)))
+    if args.head and done:
+        done = judged_by_head(done, args.head, args.model)
     if done:
         console.print(summarize(done))
     if args.grid and done:

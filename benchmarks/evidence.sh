@@ -28,6 +28,8 @@ $PONDER prm train runs/labels.db --out runs/qwen.prm.safetensors
 $PONDER prm train runs/labels.db --kind orm --out runs/qwen.orm.safetensors
 $PONDER prm eval runs/qwen.prm.safetensors runs/qwen.orm.safetensors --labels runs/labels-heldout.db \
     --samples runs/search.jsonl | tee runs/prm-eval.txt
+$PY benchmarks/bench_search.py --questions 100 --summary --head runs/qwen.prm.safetensors --grid runs/search-prm.db \
+    | tee runs/search-prm.txt  # step 1's samples judged by the PRM: a grid for allocation (issue 6), seconds
 
 step "3. the 1.5B model on the same evaluation questions, greedy and majority (issue 6), ~4-5 h"
 $PONDER pull qwen2.5-coder-1.5b-instruct
@@ -43,11 +45,13 @@ $PONDER eval --model qwen2.5-coder-1.5b-instruct --task chain_sum_ladder --size 
     --budgets 1,4 --out runs/ladder-1.5b.db
 
 step "6. allocation across folds, auto replayed, against the 1.5B model (issue 6), minutes"
-for run in search ladder; do
+for run in search search-prm ladder; do
     $PONDER allocate runs/$run.db --folds 2 --hold-out 0 --out runs/$run-policy-0.json
     $PONDER allocate runs/$run.db --folds 2 --hold-out 1 --out runs/$run-policy-1.json
 done
 $PONDER report runs/search.db --policy runs/search-policy-0.json --policy runs/search-policy-1.json \
+    --compare runs/gsm-1.5b.db
+$PONDER report runs/search-prm.db --policy runs/search-prm-policy-0.json --policy runs/search-prm-policy-1.json \
     --compare runs/gsm-1.5b.db
 $PONDER report runs/ladder.db --policy runs/ladder-policy-0.json --policy runs/ladder-policy-1.json \
     --compare runs/ladder-1.5b.db

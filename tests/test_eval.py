@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from ponder.errors import BadParameter
 from ponder.eval.grid import GridSettings
@@ -187,7 +188,7 @@ def test_the_search_benchmark_writes_the_store_ponder_eval_would_continue(tmp_pa
                 f"weighted_bon@{n}": entry(True, n * 1.5e10), f"pass@{n}": entry(True, n * 1e10)}
     row |= {"beam@4": entry(False, 5e11), "beam@16": entry(True, 2e12)}
     args = argparse.Namespace(model="qwen2.5-coder-0.5b-instruct", questions=100, verifier="generative-outcome",
-                              temperature=0.4)
+                              temperature=0.4, head=None)
     assert bench.write_grid([row], args, tmp_path / "g.db") == 1
     assert bench.write_grid([row], args, tmp_path / "g.db") == 1  # written again: nothing twice
     grid = GridSettings(("greedy", "majority", "bon", "weighted_bon", "beam"), (1, 4, 16), "generative-outcome")
@@ -197,6 +198,35 @@ def test_the_search_benchmark_writes_the_store_ponder_eval_would_continue(tmp_pa
     assert key == job.keys(1)[0] and set(grid.runs()) == set(item["results"])
     assert item["results"]["bon@16"]["flops"] > item["results"]["majority@16"]["flops"]  # judging is charged
     assert sum(s["correct"] for s in item["pool"]) == 8
+
+    # Judged again by a trained head, from the states stored with the samples: here one that reads the
+    # first coordinate, which is positive exactly in the right samples.
+    from ponder.models.loader import load
+    from ponder.prm.features import encode_states
+    from ponder.prm.head import ValueHead, fingerprint, save_head
+
+    model = load("qwen2.5-coder-0.5b-instruct").model
+    head = ValueHead(model.cfg.dim, 0)
+    with torch.no_grad():
+        head.net.weight.zero_()
+        head.net.weight[0, 0], head.net.bias[0] = 10.0, 0.0
+    save_head(tmp_path / "h.safetensors", head, {"kind": "prm", "base": {"model": args.model,
+                                                                         "fingerprint": fingerprint(model)}})
+    for i, sample in enumerate(row["samples"]):
+        state = torch.zeros(1, model.cfg.dim)
+        state[0, 0] = 1.0 if i % 2 else -1.0
+        sample |= {"step_ends": [9], "states": encode_states(state)}
+    [judged] = bench.judged_by_head([row], tmp_path / "h.safetensors", args.model)
+    assert judged["bon@16"]["correct"] and judged["weighted_bon@16"]["correct"] and "beam@16" not in judged
+    assert judged["bon@16"]["flops"] == judged["majority@16"]["flops"]  # it rode along: no judging to pay
+    assert judged["samples"][1]["step_scores"][0] > 0.99 > 0.01 > judged["samples"][0]["step_scores"][0]
+    args.head = tmp_path / "h.safetensors"
+    assert bench.write_grid([judged], args, tmp_path / "prm.db") == 1
+    grid = GridSettings(("greedy", "majority", "bon", "weighted_bon"), (1, 4, 16), f"prm:{args.head}")
+    job = EvalJob("qwen2.5-coder-0.5b-instruct", "native", "gsm_symbolic", 100, 2024, grid)
+    with RunStore(tmp_path / "prm.db", job.settings(seeds=1)) as store:
+        [(_, item)] = store.items()
+    assert set(grid.runs()) == set(item["results"]) and item["results"]["bon@16"]["correct"]
 
 
 @pytest.mark.slow

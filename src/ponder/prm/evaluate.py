@@ -76,13 +76,14 @@ def selection_accuracy(rows: list[dict[str, Any]], heads: dict[str, ValueHead], 
             record("majority", n, task.check(majority([Candidate(s["text"], s["answer"]) for s in first])))
             record("pass@N (oracle)", n, any(task.check(s["answer"]) for s in first))
             for name, head in heads.items():
-                scored = [_candidate(s, head, dim) for s in first]
+                scored = [head_candidate(s, head, dim) for s in first]
                 record(f"best-of-N, {name}", n, task.check(best(scored)))
                 record(f"weighted best-of-N, {name}", n, task.check(weighted(scored)))
     return out
 
 
-def _candidate(sample: dict[str, Any], head: ValueHead, dim: int) -> Candidate:
+def head_candidate(sample: dict[str, Any], head: ValueHead, dim: int) -> Candidate:
+    """A stored sample judged by a head from its stored states (the last step's score is the candidate's)."""
     if not sample.get("step_ends"):
         return Candidate(sample["text"], sample["answer"], [], 0.0)
     with torch.no_grad():
