@@ -13,10 +13,11 @@ questions, FLOPs and wall seconds per question.
 `ponder eval` would make with the same settings (seed 0): `ponder report`, `ponder allocate` and the
 replay of `auto` read it, and `ponder eval` with those settings would continue it.
 
-`--head runs/qwen.prm.safetensors` judges the same samples with a trained head instead (from the
-policy's states stored with them; riding along with generation, it costs no FLOPs of its own) for
-the summary and the grid: best-of-N and weighted best-of-N are recomputed, and beam search, which
-ran against the other verifier, is left out. Nothing is generated: this takes seconds.
+`--head prm` (the head shipped for the model; `orm`, or `prm:PATH` for another) judges the same
+samples with a trained head instead (from the policy's states stored with them; riding along with
+generation, it costs no FLOPs of its own) for the summary and the grid: best-of-N and weighted
+best-of-N are recomputed, and beam search, which ran against the other verifier, is left out.
+Nothing is generated: this takes seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ponder.budget import Budget
 from ponder.engine.backends import open_generator
 from ponder.prm.features import encode_states, step_states
 from ponder.prm.head import load_head
+from ponder.prm.verifier import head_path
 from ponder.search import Search, make_strategy
 from ponder.search.base import Sampling, best, majority, weighted
 from ponder.search.beam import BeamSearch
@@ -88,14 +90,14 @@ def run_question(generator, task, verifier_name: str, sampling: Sampling) -> dic
     return row
 
 
-def judged_by_head(rows: list[dict], head_path: Path, model: str) -> list[dict]:
+def judged_by_head(rows: list[dict], spec: str, model: str) -> list[dict]:
     """The rows as if the head had judged the samples: its step scores; best-of-N and weighted best-of-N
     re-chosen at the cost of the samples alone (the head rides along with generation); no beam cells."""
     from ponder.models.loader import load
     from ponder.prm.evaluate import head_candidate
 
     backbone = load(model).model
-    head, _ = load_head(head_path, backbone)
+    head, _ = load_head(head_path(spec, model), backbone)
     tasks = {t.id: t for t in load_tasks("gsm_symbolic", len(rows), seed=2024)}
     judged = []
     for row in rows:
@@ -141,7 +143,7 @@ def write_grid(rows: list[dict], args: argparse.Namespace, path: Path) -> int:
     from ponder.models.loader import load
 
     strategies = ("greedy", "majority", "bon", "weighted_bon") + (("beam",) if "beam@4" in rows[0] else ())
-    verifier = f"{load_head(args.head)[1]['kind']}:{args.head}" if args.head else args.verifier  # as `eval` names it
+    verifier = args.head or args.verifier
     grid = GridSettings(strategies, SIZES, verifier, args.temperature, Sampling().max_tokens, 4)
     settings = EvalJob(args.model, "native", "gsm_symbolic", args.questions, 2024, grid).settings(seeds=1)
     tasks = {t.id: t for t in load_tasks("gsm_symbolic", args.questions, seed=2024)}
@@ -189,7 +191,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/search.jsonl"))
     parser.add_argument("--summary", action="store_true", help="only print the summary of what is stored")
     parser.add_argument("--grid", type=Path, help="also write the stored questions as an evaluation-grid store")
-    parser.add_argument("--head", type=Path, help="judge the stored samples with this trained head instead")
+    parser.add_argument("--head", help="judge the stored samples with a trained head instead: prm, orm, prm:PATH")
     args = parser.parse_args()
     torch.set_num_threads(2)
     args.out.parent.mkdir(parents=True, exist_ok=True)

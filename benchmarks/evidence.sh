@@ -23,12 +23,15 @@ step "2. Monte Carlo step labels on training questions, disjoint from the evalua
 $PONDER prm label --task gsm_symbolic --task chain_sum --size 40 --out runs/labels.db
 
 step "2b. held-out labels for step AUC, then the PRM and the ORM, judged on step 1's samples (issue 5), ~1 h"
-$PONDER prm label --task gsm_symbolic --task chain_sum --size 10 --seed 12 --out runs/labels-heldout.db
-$PONDER prm train runs/labels.db --out runs/qwen.prm.safetensors
-$PONDER prm train runs/labels.db --kind orm --out runs/qwen.orm.safetensors
-$PONDER prm eval runs/qwen.prm.safetensors runs/qwen.orm.safetensors --labels runs/labels-heldout.db \
+# A distant seed: reasoning-gym's chain_sum item i of seed s is item i - 1 of seed s + 1.
+$PONDER prm label --task gsm_symbolic --task chain_sum --size 10 --seed 1000 --out runs/labels-heldout.db
+# Trained straight to where heads ship for the model: the verifiers "prm" and "orm" then mean them.
+HEADS=src/ponder/prm/heads/qwen2.5-coder-0.5b-instruct
+$PONDER prm train runs/labels.db --out $HEADS.prm.safetensors
+$PONDER prm train runs/labels.db --kind orm --out $HEADS.orm.safetensors
+$PONDER prm eval $HEADS.prm.safetensors $HEADS.orm.safetensors --labels runs/labels-heldout.db \
     --samples runs/search.jsonl | tee runs/prm-eval.txt
-$PY benchmarks/bench_search.py --questions 100 --summary --head runs/qwen.prm.safetensors --grid runs/search-prm.db \
+$PY benchmarks/bench_search.py --questions 100 --summary --head prm --grid runs/search-prm.db \
     | tee runs/search-prm.txt  # step 1's samples judged by the PRM: a grid for allocation (issue 6), seconds
 
 step "3. the 1.5B model on the same evaluation questions, greedy and majority (issue 6), ~4-5 h"

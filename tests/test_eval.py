@@ -216,13 +216,13 @@ def test_the_search_benchmark_writes_the_store_ponder_eval_would_continue(tmp_pa
         state = torch.zeros(1, model.cfg.dim)
         state[0, 0] = 1.0 if i % 2 else -1.0
         sample |= {"step_ends": [9], "states": encode_states(state)}
-    [judged] = bench.judged_by_head([row], tmp_path / "h.safetensors", args.model)
+    [judged] = bench.judged_by_head([row], f"prm:{tmp_path / 'h.safetensors'}", args.model)
     assert judged["bon@16"]["correct"] and judged["weighted_bon@16"]["correct"] and "beam@16" not in judged
     assert judged["bon@16"]["flops"] == judged["majority@16"]["flops"]  # it rode along: no judging to pay
     assert judged["samples"][1]["step_scores"][0] > 0.99 > 0.01 > judged["samples"][0]["step_scores"][0]
-    args.head = tmp_path / "h.safetensors"
+    args.head = f"prm:{tmp_path / 'h.safetensors'}"
     assert bench.write_grid([judged], args, tmp_path / "prm.db") == 1
-    grid = GridSettings(("greedy", "majority", "bon", "weighted_bon"), (1, 4, 16), f"prm:{args.head}")
+    grid = GridSettings(("greedy", "majority", "bon", "weighted_bon"), (1, 4, 16), args.head)
     job = EvalJob("qwen2.5-coder-0.5b-instruct", "native", "gsm_symbolic", 100, 2024, grid)
     with RunStore(tmp_path / "prm.db", job.settings(seeds=1)) as store:
         [(_, item)] = store.items()

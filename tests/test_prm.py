@@ -20,7 +20,7 @@ from ponder.engine.sampling import SamplingParams
 from ponder.errors import BadParameter
 from ponder.jobs import RunStore, run_all
 from ponder.models.loader import LoadedModel
-from ponder.prm.evaluate import selection_accuracy
+from ponder.prm.evaluate import held_out, selection_accuracy
 from ponder.prm.features import decode_states, encode_states, fill_states, training_rows
 from ponder.prm.head import ValueHead, fingerprint, load_head, save_head
 from ponder.prm.label import LabelSettings, label_question
@@ -107,6 +107,21 @@ def test_samples_labelled_without_states_get_them_from_the_native_engine(tiny: L
     expected = fresh.states([prompt + tokens[:4], prompt + tokens])
     assert y.tolist() == [0.5, 1.0]
     torch.testing.assert_close(x, expected.half().float(), atol=2e-3, rtol=2e-3)
+
+
+def test_step_auc_leaves_out_held_out_questions_that_were_trained_on(tmp_path: Path) -> None:
+    def question(prompt: list[int]) -> dict:
+        return {"id": str(prompt), "prompt": prompt, "samples": []}
+
+    with RunStore(tmp_path / "train.db", {"labels": "train"}) as store:
+        store.put("a", question([1, 2]))
+        store.put("b", question([3, 4]))
+    kept, note = held_out([question([3, 4]), question([5, 6])], [str(tmp_path / "train.db")])
+    assert [r["prompt"] for r in kept] == [[5, 6]] and note == "1 questions, 1 trained on left out"
+    with pytest.raises(BadParameter, match="distant --seed"):
+        held_out([question([1, 2])], [str(tmp_path / "train.db")])
+    kept, note = held_out([question([1, 2])], [str(tmp_path / "gone.db")])
+    assert len(kept) == 1 and "unchecked" in note
 
 
 def test_a_head_trained_for_another_model_is_refused(tiny: LoadedModel, tmp_path: Path) -> None:

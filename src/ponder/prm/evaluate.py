@@ -44,13 +44,30 @@ def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path]) -> Tabl
         table.add_column(column)
     for name, accuracy in selection_accuracy(rows, heads, backbone.cfg.dim).items():
         table.add_row(name, *(_cell(accuracy[n]) for n in SIZES))
+    trained_on = [p for c in cards for p in c.get("data", {}).get("labels", [])]
     for path in labels:
-        results = [r for _, r in RunStore.existing(path).items()]
+        results, note = held_out([r for _, r in RunStore.existing(path).items()], trained_on)
         features, targets, _ = training_rows(results, "prm", backbone.cfg.dim)
         for name, head in heads.items():
             with torch.no_grad():
-                table.add_row(f"step AUC of {name} on {path.name}", f"{auc(head(features), targets):.3f}", "")
+                table.add_row(f"step AUC of {name} on {path.name} ({note})", f"{auc(head(features), targets):.3f}", "")
     return table
+
+
+def held_out(results: list[dict[str, Any]], trained_on: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """The labelled questions that no head was trained on (by prompt), and a note saying how many."""
+    from ponder.jobs import RunStore
+
+    missing = [p for p in trained_on if not Path(p).is_file()]
+    if missing:
+        return results, f"{len(results)} questions; overlap with training unchecked: {missing[0]} is not here"
+    seen = {tuple(r["prompt"]) for p in trained_on for _, r in RunStore.existing(p).items()}
+    kept = [r for r in results if tuple(r["prompt"]) not in seen]
+    if not kept:
+        raise BadParameter("every held-out question was also trained on: label others (reasoning-gym's item i "
+                           "of seed s is often item i - 1 of seed s + 1: take a distant --seed)")
+    return kept, f"{len(kept)} questions" + (f", {len(results) - len(kept)} trained on left out"
+                                              if len(kept) < len(results) else "")
 
 
 def selection_accuracy(rows: list[dict[str, Any]], heads: dict[str, ValueHead], dim: int

@@ -68,12 +68,17 @@ def learned_verifier(spec: str, policy: Any) -> LearnedVerifier:
     rides along, on another backend it scores in a separate pass on a native copy of the model."""
     from ponder.engine.backends import shared_generator
 
-    kind, _, path = spec.partition(":")
-    head = Path(path) if path else HEADS / f"{policy.info.name}.{kind}.safetensors"
-    if not path and not head.is_file():
-        shipped = ", ".join(sorted(p.name.split(".")[0] for p in HEADS.glob(f"*.{kind}.safetensors"))) or "none"
-        raise BadParameter(f"no {kind} head ships for {policy.info.name} (heads ship for: {shipped}): "
-                           f"train one with `ponder prm train` and pass --verifier {kind}:PATH")
     native = hasattr(policy, "states")
     backbone = policy if native else shared_generator(policy.info.name, "native")
-    return LearnedVerifier.load(head, backbone, ride_along=native)
+    return LearnedVerifier.load(head_path(spec, policy.info.name), backbone, ride_along=native)
+
+
+def head_path(spec: str, model: str) -> Path:
+    """The head a learned verifier's name means: "prm:PATH" that file, "prm" or "orm" the one shipped for `model`."""
+    kind, _, path = spec.partition(":")
+    head = Path(path) if path else HEADS / f"{model}.{kind}.safetensors"
+    if not path and not head.is_file():
+        shipped = ", ".join(sorted(p.name.split(".")[0] for p in HEADS.glob(f"*.{kind}.safetensors"))) or "none"
+        raise BadParameter(f"no {kind} head ships for {model} (heads ship for: {shipped}): "
+                           f"train one with `ponder prm train` and pass --verifier {kind}:PATH")
+    return head
