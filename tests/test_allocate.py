@@ -45,6 +45,21 @@ def test_the_policy_picks_the_known_best_strategy_for_each_bin_and_budget() -> N
     assert (roomy.table[2][64].strategy, roomy.table[2][64].n, roomy.table[2][64].accuracy) == ("beam", 16, 1.0)
 
 
+def test_a_bin_does_not_follow_a_strategy_that_a_few_lucky_questions_favour() -> None:
+    # Majority@4 is right on 6 of 10 questions in each bin; best-of-4 on 7 of the easy bin's and none of
+    # the hard bin's: 0.70 against 0.60 where it looks best, 0.35 against 0.60 overall.
+    rows = calibration_rows()
+    for i, row in enumerate(rows):
+        easy, k = i < 10, i % 10
+        row["results"] = {"majority@4": {"correct": k < 6, "flops": 4e9, "tokens": 400, "seconds": 4},
+                          "bon@4": {"correct": easy and k < 7, "flops": 4e9, "tokens": 400, "seconds": 4}}
+    raw = build_policy(rows, SETTINGS | {"budgets": [4]}, probe=4, bins=2, prior=0)
+    assert (raw.table[1][4].strategy, raw.table[1][4].accuracy) == ("bon", 0.7)
+    shrunk = build_policy(rows, SETTINGS | {"budgets": [4]}, probe=4, bins=2, prior=10)
+    assert (shrunk.table[1][4].strategy, shrunk.table[1][4].accuracy) == ("majority", 0.6)
+    assert shrunk.table[2][4].strategy == "majority" and shrunk.settings["prior"] == 10
+
+
 def test_a_policy_round_trips_and_bad_files_are_refused(tmp_path: Path) -> None:
     policy = build_policy(calibration_rows(), SETTINGS, probe=4, bins=2)
     policy.save(tmp_path / "p.json")

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,13 @@ def predicted_difficulty(final_scores: list[float]) -> float:
     return mean(final_scores) if final_scores else 0.0
 
 
-def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: int = 4, bins: int = 5) -> Policy:
-    """The policy a calibration run supports (its pool must have been scored by a verifier)."""
+def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: int = 4, bins: int = 5,
+                 prior: float = 10.0) -> Policy:
+    """The policy a calibration run supports (its pool must have been scored by a verifier).
+
+    prior: a bin's accuracies are shrunk toward the whole run's, as if the bin had `prior` more questions
+    answered at the overall rate. With ten calibration questions a bin, one lucky question would otherwise
+    decide its strategy; 0 keeps each bin's raw accuracy (Snell et al.'s rule, with far more questions)."""
     if not rows:
         raise BadParameter("the calibration run holds no results yet")
     if not settings.get("verifier"):
@@ -118,10 +124,15 @@ def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: in
     unit = mean([c.flops / c.n for c in cells if c.strategy == "majority"]) or mean([c.flops for c in cells])
     budgets = sorted(int(n) for n in settings["budgets"])
     overall = [c for c in summarize(rows) if c.strategy != "pass"]
-    table = {b: {n: _best([c for c in cells if c.difficulty_bin == b] or overall, n * unit, unit, probe)
+    everywhere = {c.key: c.accuracy for c in overall}
+
+    def estimate(c: Cell) -> float:
+        return (c.accuracy * c.questions + everywhere[c.key] * prior) / (c.questions + prior)
+
+    table = {b: {n: _best([c for c in cells if c.difficulty_bin == b] or overall, n * unit, unit, probe, estimate)
                  for n in budgets} for b in range(1, bins + 1)}  # a bin that ties left empty: all questions
     return Policy(settings["model"], settings["verifier"], probe, thresholds, unit, table,
-                  {k: settings[k] for k in ("temperature", "max_tokens", "width") if k in settings},
+                  {k: settings[k] for k in ("temperature", "max_tokens", "width") if k in settings} | {"prior": prior},
                   sorted(predicted))
 
 
@@ -177,13 +188,13 @@ def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
             "bin": policy.bin_of(predicted)} | spent
 
 
-def _best(cells: list[Cell], limit: float, unit: float, probe: int) -> Choice:
-    """The most accurate cell (the cheaper among equals) whose cost, probe included, fits the limit."""
+def _best(cells: list[Cell], limit: float, unit: float, probe: int, estimate: Callable[[Cell], float]) -> Choice:
+    """The cell estimated most accurate (the cheaper among equals) whose cost, probe included, fits the limit."""
     def cost(c: Cell) -> float:  # a pooled strategy reuses the probe; any other pays for it on top
         return max(c.flops, probe * unit) if c.strategy in POOLED else c.flops + probe * unit
 
     fitting = [c for c in cells if cost(c) <= limit * 1.0001] or [min(cells, key=cost)]
-    chosen = max(fitting, key=lambda c: (c.accuracy, -cost(c), c.n))  # at equal cost, use what is paid for
+    chosen = max(fitting, key=lambda c: (estimate(c), -cost(c), c.n))  # at equal cost, use what is paid for
     return Choice(chosen.strategy, chosen.n, chosen.accuracy, cost(chosen))
 
 

@@ -100,6 +100,8 @@ def allocate(
     out_path: Annotated[Path, typer.Option("--out", help="Where the policy goes (JSON).")],
     probe: Annotated[int, typer.Option(help="Probe samples that predict a question's difficulty.")] = 4,
     bins: Annotated[int, typer.Option(help="Difficulty bins.")] = 5,
+    prior: Annotated[float, typer.Option(help="Shrink each bin's accuracies toward the run's, as if it had this "
+                                              "many more questions (0: each bin's own).")] = 10.0,
     folds: Annotated[int, typer.Option(help="Split the run's questions into this many folds (by id).")] = 1,
     hold_out: Annotated[int | None, typer.Option(help="Calibrate on every fold but this one; `ponder report "
                                                       "--policy` then judges auto on it.")] = None,
@@ -112,7 +114,9 @@ def allocate(
         raise BadParameter(f"--hold-out must be a fold number from 0 to {folds - 1} (with --folds {folds})")
     store = RunStore.existing(run)
     rows = [r for _, r in store.items() if hold_out is None or fold_of(r["question"], folds) != hold_out]
-    policy = build_policy(rows, store.settings, probe, bins)
+    if prior < 0:
+        raise BadParameter(f"--prior must be 0 or more, not {prior}")
+    policy = build_policy(rows, store.settings, probe, bins, prior)
     policy.save(out_path)
     for b, levels in sorted(policy.table.items()):
         out.print(f"bin {b}: " + ", ".join(f"n={n}: {c.strategy}@{c.n} ({c.accuracy:.2f})" for n, c in levels.items()))
