@@ -158,8 +158,9 @@ def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
     """What `auto` at budget n would have answered and spent on this grid item (one question, one seed).
 
     The probes are the pool's first samples with their scores; the chosen strategy's result is the grid's
-    own cell. Cost: a pooled choice pays for max(its n, the probe) scored samples; any other choice pays
-    for the probe on top of its cell (its prompt counted twice: a slight overcharge)."""
+    own cell. Cost: a pooled choice pays for max(its n, the probe) samples, all scored but for majority's
+    beyond the probe; any other choice pays for the probe on top of its cell (its prompt counted twice: a
+    slight overcharge)."""
     results = row["results"]
 
     def scored(k: int) -> dict[str, Any]:
@@ -179,7 +180,11 @@ def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
                            "replay on a grid with the calibration grid's strategies and budgets")
     probe = scored(k)
     costs = ("flops", "tokens", "seconds")
-    if choice.strategy in POOLED:
+    if choice.strategy == "majority" and f"majority@{k}" in results:  # drawn, and the probe judged
+        drawn = results[f"majority@{max(choice.n, k)}"]
+        unjudged = results[f"majority@{k}"]
+        spent = {unit: drawn.get(unit, 0.0) + probe.get(unit, 0.0) - unjudged.get(unit, 0.0) for unit in costs}
+    elif choice.strategy in POOLED:
         paid = scored(choice.n) if choice.n >= k else probe
         spent = {unit: max(paid.get(unit, 0.0), probe.get(unit, 0.0)) for unit in costs}
     else:
@@ -223,7 +228,9 @@ class AutoStrategy:
             more = Sequence(search.prompt).fork(choice.n)[k:]
             extra = search.extend(more, self.sampling.whole()) if more else []
             pool = (probe + extra)[: choice.n]
-            scores = (probe_scores + (search.score(extra) if extra else []))[: choice.n]
+            # Majority reads no scores: the samples beyond the probe go unjudged.
+            more_scores = [[] for _ in extra] if choice.strategy == "majority" else search.score(extra) if extra else []
+            scores = (probe_scores + more_scores)[: choice.n]
             candidates = search.candidates(pool, scores)
             result = search.result(self.name, POOLED[choice.strategy](candidates), candidates, self)
         else:
