@@ -11,7 +11,8 @@ from cli import error_line, ponder
 from conftest import TINY
 from ponder.engine.sampling import SamplingParams
 from ponder.engine.stream import generate_tokens
-from ponder.errors import BadCheckpoint, ContextOverflow, ModelNotPulled, UnknownModel, UnsupportedModel
+from ponder.errors import (BadCheckpoint, ContextOverflow, ModelNotPulled, PonderError, UnknownModel,
+                           UnsupportedModel)
 from ponder.models.loader import load
 from tiny_gguf import random_model, write_tiny_gguf
 
@@ -87,6 +88,21 @@ def test_known_model_not_pulled_yet(home: Path) -> None:
     with pytest.raises(ModelNotPulled, match="ponder pull smollm2-135m-instruct"):
         load("smollm2-135m-instruct")
     assert "ponder pull" in cli_error("generate", "smollm2-135m-instruct", "hi", home=home)
+
+
+def test_a_disk_too_full_for_the_dequantized_checkpoint_is_said_before_writing(tiny_gguf: Path, home: Path,
+                                                                                monkeypatch) -> None:  # noqa: ANN001
+    import shutil
+    from types import SimpleNamespace
+
+    from ponder.models.loader import dequantized
+
+    full = SimpleNamespace(total=100 << 30, used=100 << 30, free=1 << 20)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
+    with pytest.raises(PonderError, match=r"needs 0\.\d GB in .* and 0\.0 GB are free: free some space, or set "
+                                          "PONDER_HOME"):
+        dequantized(tiny_gguf)
+    assert not list((home / "dequantized").iterdir())  # nothing half-written
 
 
 def test_wrong_tensor_shape_names_the_tensor(tiny_gguf: Path, home: Path) -> None:

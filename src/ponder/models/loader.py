@@ -18,7 +18,7 @@ import torch
 from ponder.models.config import ModelConfig
 from ponder.models.gguf import load_gguf
 from ponder.models.hf import read_folder, write_folder
-from ponder.models.registry import ponder_home, resolve
+from ponder.models.registry import check_free_space, ponder_home, resolve
 from ponder.models.tokenizer import Tokenizer
 from ponder.models.transformer import Transformer
 from ponder.models.weights import build_model
@@ -49,7 +49,8 @@ def dequantized(gguf_path: Path) -> Path:
     if folder.exists():
         return folder
     cfg, tensors, tokenizer = load_gguf(gguf_path)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    need = sum(t.numel() * t.element_size() for t in tensors.values())
+    check_free_space(folder.parent, need, f"the dequantized checkpoint of {gguf_path.name} (made once)")
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder.parent))
     try:
         write_folder(staging, cfg, tensors, tokenizer)

