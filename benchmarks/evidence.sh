@@ -3,7 +3,8 @@
 # resumable: killed at any point, run this again and it continues where it stopped, losing at most
 # the question in progress. About 20 hours of a quiet 2-core machine in all; run it in the background
 # (`nohup benchmarks/evidence.sh >> runs/evidence.log 2>&1 &`) and don't run tests beside it: on
-# 2 cores they halve each other's speed.
+# 2 cores two processes of spinning OpenMP threads slow each other 4-5x (a question took 25 minutes
+# instead of 5). Pause it instead: kill -STOP -- -PGID, then kill -CONT -- -PGID.
 set -euo pipefail
 main() {  # read whole before it runs: editing this file while it runs cannot change what it does
 cd "$(dirname "$0")/.."
@@ -34,7 +35,7 @@ $PONDER prm eval $HEADS.prm.safetensors $HEADS.orm.safetensors --labels runs/lab
 $PY benchmarks/bench_search.py --questions 100 --summary --head prm --grid runs/search-prm.db \
     | tee runs/search-prm.txt  # step 1's samples judged by the PRM: a grid for allocation (issue 6), seconds
 
-step "3. the 1.5B model on the same evaluation questions, greedy and majority (issue 6), ~4-5 h"
+step "3. the 1.5B model on the same evaluation questions, greedy and majority (issue 6), ~2.5 h (76 s a question)"
 $PONDER pull qwen2.5-coder-1.5b-instruct
 $PONDER eval --model qwen2.5-coder-1.5b-instruct --task gsm_symbolic --size 100 --strategies greedy,majority \
     --budgets 1,4 --out runs/gsm-1.5b.db
