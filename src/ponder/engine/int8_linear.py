@@ -1,10 +1,10 @@
 """The fast CPU path: weight-only int8 linear layers with a small AVX2 kernel of ponder's own.
 
 Decoding is bound by reading weights: fp32 Qwen2.5-0.5B reads 2 GB per step. Stored as int8 with one
-fp32 scale per output row, it reads a quarter of that; the kernel widens each group of 8 weights to
-fp32 once and uses them for every row of the batch, so one sequence runs at memory speed and a batch
-of 16 reuses each load 16 times. Activations stay fp32 (unlike llama.cpp, which rounds them to 8
-bits too). `quantize_model` swaps the layers in place, as gpt-fast does; the fp32 model remains the
+fp32 scale per output row, it reads a quarter of that; the kernel widens each column of a block of 16
+output rows to fp32 once and uses it for up to 4 rows of the batch at a time (a 4 x 16 tile in
+registers), so one sequence runs at memory speed and a batch reuses each block from cache.
+Activations stay fp32 (unlike llama.cpp, which rounds them to 8 bits too). `quantize_model` swaps the layers in place, as gpt-fast does; the fp32 model remains the
 exact reference. The kernel is csrc/int8_linear.cpp (built by `cpu_kernels`).
 """
 
@@ -24,19 +24,24 @@ class Int8Linear(nn.Module):
         w = linear.weight.detach().float()
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
         (o, i), q = w.shape, torch.round(w / scale[:, None]).to(torch.int8)
-        self.register_buffer("weight", q.view(o // 8, 8, i // 8, 8).transpose(1, 2).contiguous())  # the kernel's layout
-        self.register_buffer("scale", scale.contiguous())
+        self.out_features, padded = o, -(-o // 16) * 16  # the kernel works in blocks of 16 rows: pad with zeros
+        q = torch.cat([q, q.new_zeros(padded - o, i)])
+        self.register_buffer("weight", q.view(padded // 16, 16, i).transpose(1, 2).contiguous())  # [O/16, I, 16]
+        self.register_buffer("scale", torch.cat([scale, scale.new_ones(padded - o)]).contiguous())
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
 
     def dequantized(self) -> Tensor:
         """The fp32 weight [out, in] that this layer computes with."""
-        g, h = self.weight.shape[:2]
-        return self.weight.transpose(1, 2).reshape(g * 8, h * 8).float() * self.scale[:, None]
+        blocks, i = self.weight.shape[:2]
+        w = self.weight.transpose(1, 2).reshape(blocks * 16, i).float() * self.scale[:, None]
+        return w[: self.out_features]
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         y = cpu_kernels.load().int8_linear(x.reshape(-1, shape[-1]).float().contiguous(), self.weight, self.scale)
-        y = y.reshape(*shape[:-1], -1)
+        if y.shape[1] != self.out_features:
+            y = y[:, : self.out_features]
+        y = y.reshape(*shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
 
