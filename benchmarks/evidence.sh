@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The long measurements behind the README's claims, in the order the issues need them. Every step is
 # resumable: killed at any point, run this again and it continues where it stopped, losing at most
-# the question in progress. About 20 hours of a quiet 2-core machine in all; run it in the background
+# the question in progress. About 16 hours of a quiet 2-core machine in all (with the kernel of e1e1aa3;
+# 20 before it); run it in the background
 # (`nohup benchmarks/evidence.sh >> runs/evidence.log 2>&1 &`) and don't run tests beside it: on
 # 2 cores two processes of spinning OpenMP threads slow each other 4-5x (a question took 25 minutes
 # instead of 5). Pause it instead: kill -STOP -- -PGID, then kill -CONT -- -PGID.
