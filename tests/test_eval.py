@@ -133,9 +133,12 @@ def test_the_report_draws_every_bin_and_writes_a_table(tmp_path: Path) -> None:
         row["results"]["auto@4"] = row["results"]["majority@4"]
     _, table = build_report(main, [large], bins=5)
     assert "At equal inference FLOPs" in table and "| 0.16 |" in table
-    html_path, md_path = write_report(main, [], tmp_path / "r.html")
+    html_path, md_path = write_report(main, [], tmp_path / "r.html", figures=tmp_path / "figures")
     assert html_path.read_text().startswith("<!doctype html>") and md_path.read_text().startswith("| run |")
-    assert not list(tmp_path.glob("*.partial"))
+    pngs = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert pngs == ["all.png", *(f"bin-{b}.png" for b in range(1, 6))]
+    assert all((tmp_path / "figures" / name).read_bytes().startswith(b"\x89PNG") for name in pngs)
+    assert not list(tmp_path.glob("**/*.partial"))
 
 
 def test_the_equal_flops_comparison_takes_the_largest_budget_that_fits() -> None:

@@ -4,8 +4,9 @@ Decoding is bound by reading weights: fp32 Qwen2.5-0.5B reads 2 GB per step. Sto
 fp32 scale per output row, it reads a quarter of that; the kernel widens each column of a block of 16
 output rows to fp32 once and uses it for up to 4 rows of the batch at a time (a 4 x 16 tile in
 registers), so one sequence runs at memory speed and a batch reuses each block from cache.
-Activations stay fp32 (unlike llama.cpp, which rounds them to 8 bits too). `quantize_model` swaps the layers in place, as gpt-fast does; the fp32 model remains the
-exact reference. The kernel is csrc/int8_linear.cpp (built by `cpu_kernels`).
+Activations stay fp32 (unlike llama.cpp, which rounds them to 8 bits too). `quantize_model` swaps
+the layers in place, as gpt-fast does; the fp32 model remains the exact reference. The kernel is
+csrc/int8_linear.cpp (built by `cpu_kernels`).
 """
 
 from __future__ import annotations

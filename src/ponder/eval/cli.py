@@ -57,6 +57,8 @@ def report(
     compare: Annotated[list[Path] | None, typer.Option(help="Other runs to draw on the same axes.")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="The HTML page (RUN.html by default).")] = None,
     bins: Annotated[int, typer.Option(help="Difficulty bins.")] = 5,
+    figures: Annotated[Path | None, typer.Option(help="Also write each figure as a PNG in this folder "
+                                                      "(all.png, bin-1.png, ...), for a README.")] = None,
     policy: Annotated[list[Path] | None, typer.Option(
         help="Add auto@n, replayed exactly from the grid, each question by a policy not calibrated on it "
              "(give the policies of both folds to judge every question).")] = None,
@@ -90,7 +92,7 @@ def report(
         if other.label in labels:  # the same model twice (another task, other settings): tell them apart
             other.label = f"{other.label} ({path.stem})"
         labels.append(other.label)
-    page, table = write_report(main, others, out_path or run.with_suffix(".html"), bins)
+    page, table = write_report(main, others, out_path or run.with_suffix(".html"), bins, figures)
     out.print(table.read_text())
     out.print(f"report: {page}; table: {table}")
 

@@ -29,11 +29,18 @@ class Run:
 
 def build_report(main: Run, compared: list[Run], bins: int = 5) -> tuple[str, str]:
     """(HTML page, markdown table)."""
+    page, table, _ = _build(main, compared, bins)
+    return page, table
+
+
+def _build(main: Run, compared: list[Run], bins: int) -> tuple[str, str, dict[str, bytes]]:
+    """The page, the table and the figures (PNG by file name)."""
     difficulty = quantile_bins(oracle_difficulty(main.rows), bins)
     cells = {run.label: summarize(run.rows, difficulty) for run in [main, *compared]}
-    figures = [_figure(cells, None, "all questions")]
+    figures = {"all.png": _figure(cells, None, "all questions")}
     names = {1: " (easiest)", bins: " (hardest)"}
-    figures += [_figure(cells, b, f"difficulty bin {b} of {bins}{names.get(b, '')}") for b in range(1, bins + 1)]
+    figures |= {f"bin-{b}.png": _figure(cells, b, f"difficulty bin {b} of {bins}{names.get(b, '')}")
+                for b in range(1, bins + 1)}
     table = markdown_table(cells, bins)
     if compared and any(c.strategy == "auto" for c in cells[main.label]):  # replayed with --policy
         for run in compared:
@@ -49,9 +56,10 @@ def build_report(main: Run, compared: list[Run], bins: int = 5) -> tuple[str, st
             "pre{background:#f4f4f4;padding:1em;overflow-x:auto}</style></head><body>"
             f"<h1>{title}</h1><p>{len({r['question'] for r in main.rows})} questions, "
             f"{len(main.rows)} question-seed items. Settings: <code>{html.escape(str(main.settings))}</code></p>"
-            + "".join(f"<img src='data:image/png;base64,{png}'>" for png in figures)
+            + "".join(f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+                      for png in figures.values())
             + f"<h2>Table</h2><pre>{html.escape(table)}</pre></body></html>")
-    return page, table
+    return page, table, figures
 
 
 def markdown_table(cells: dict[str, list[Cell]], bins: int) -> str:
@@ -68,7 +76,7 @@ def markdown_table(cells: dict[str, list[Cell]], bins: int) -> str:
     return "\n".join(lines)
 
 
-def _figure(cells: dict[str, list[Cell]], difficulty_bin: int | None, title: str) -> str:
+def _figure(cells: dict[str, list[Cell]], difficulty_bin: int | None, title: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,17 +104,19 @@ def _figure(cells: dict[str, list[Cell]], difficulty_bin: int | None, title: str
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
 
 
-def write_report(main: Run, compared: list[Run], out: Path, bins: int = 5) -> tuple[Path, Path]:
-    """The page and the table, each written whole (to a temporary name, then renamed)."""
-    page, table = build_report(main, compared, bins)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, text in ((out, page), (out.with_suffix(".md"), table + "\n")):
+def write_report(main: Run, compared: list[Run], out: Path, bins: int = 5,
+                 figures: Path | None = None) -> tuple[Path, Path]:
+    """The page and the table (and with `figures`, each figure as a PNG in that folder, for a README),
+    every file written whole (to a temporary name, then renamed)."""
+    page, table, pngs = _build(main, compared, bins)
+    files: list[tuple[Path, str | bytes]] = [(out, page), (out.with_suffix(".md"), table + "\n")]
+    files += [(figures / name, png) for name, png in pngs.items()] if figures else []
+    for path, content in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
-        partial.write_text(text)
+        partial.write_bytes(content if isinstance(content, bytes) else content.encode())
         partial.replace(path)
-        written.append(path)
-    return written[0], written[1]
+    return out, out.with_suffix(".md")
