@@ -54,12 +54,13 @@ for run in search search-prm ladder; do
     $PONDER allocate runs/$run.db --folds 2 --hold-out 0 --out runs/$run-policy-0.json
     $PONDER allocate runs/$run.db --folds 2 --hold-out 1 --out runs/$run-policy-1.json
 done
+# The README shows the figures from docs/figures/.
 $PONDER report runs/search.db --policy runs/search-policy-0.json --policy runs/search-policy-1.json \
-    --compare runs/gsm-1.5b.db
+    --compare runs/gsm-1.5b.db --figures docs/figures/gsm-self-judged
 $PONDER report runs/search-prm.db --policy runs/search-prm-policy-0.json --policy runs/search-prm-policy-1.json \
-    --compare runs/gsm-1.5b.db
+    --compare runs/gsm-1.5b.db --figures docs/figures/gsm-prm
 $PONDER report runs/ladder.db --policy runs/ladder-policy-0.json --policy runs/ladder-policy-1.json \
-    --compare runs/ladder-1.5b.db
+    --compare runs/ladder-1.5b.db --figures docs/figures/ladder
 
 step "done"
 }
