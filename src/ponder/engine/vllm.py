@@ -8,7 +8,6 @@ keep samples independent of the batch, as on the other backends. A checkpoint fo
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from ponder.engine.protocol import ModelInfo, SamplesByExtending, Sequence, Usage, check_fits, likeliest
 from ponder.engine.sampling import SamplingParams, find_stop
 from ponder.errors import PonderError
-from ponder.models.config import ModelConfig
+from ponder.models.hf import read_config
 from ponder.models.loader import dequantized
 from ponder.models.registry import resolve
 from ponder.models.tokenizer import Tokenizer
@@ -35,7 +34,7 @@ def open_vllm(model: str, **llm_args: Any) -> VLLMEngine:
     _import_vllm()  # before dequantizing anything
     path = resolve(model)
     folder = path if path.is_dir() else dequantized(path)
-    cfg = ModelConfig.from_hf(json.loads((folder / "config.json").read_text()))
+    cfg = read_config(folder)
     tokenizer = Tokenizer.from_folder(folder)
     return VLLMEngine(folder, tokenizer, ModelInfo(model, cfg.n_params, cfg.max_seq_len, tokenizer.stop_ids),
                       **llm_args)

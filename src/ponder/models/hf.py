@@ -30,11 +30,16 @@ HF_NAMES: NameTable = [
 ]
 
 
-def read_folder(folder: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
-    """Config and tensors (ponder names) of a checkpoint folder; weight files are memory-mapped."""
+def read_config(folder: Path) -> ModelConfig:
+    """A checkpoint folder's configuration, without its weights."""
     if not (folder / "config.json").exists():
         raise BadCheckpoint(f"{folder} has no config.json: pass a Hugging Face checkpoint folder or a .gguf file")
-    cfg = ModelConfig.from_hf(json.loads((folder / "config.json").read_text()))
+    return ModelConfig.from_hf(json.loads((folder / "config.json").read_text()))
+
+
+def read_folder(folder: Path) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """Config and tensors (ponder names) of a checkpoint folder; weight files are memory-mapped."""
+    cfg = read_config(folder)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise BadCheckpoint(f"{folder} has no *.safetensors files: ponder reads safetensors checkpoints")

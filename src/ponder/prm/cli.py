@@ -77,14 +77,15 @@ def train(
                            "train on one model's labels")
     [model] = models
     with err.status(f"loading {model}"):
-        base = load(model).model
+        loaded = load(model)
+        base = loaded.model
     results = [r for s in stores for _, r in s.items()]
     if any("states" not in x for r in results for x in r["samples"] if x["step_ends"]):
-        from ponder.engine.backends import open_generator
+        from ponder.engine.native import NativeEngine
         from ponder.prm.features import fill_states
 
-        with err.status("computing the policy's states for samples labelled without them"):
-            filled = fill_states(results, open_generator(model, "native"))
+        with err.status("computing the policy's states for samples labelled without them"):  # as `native` would
+            filled = fill_states(results, NativeEngine(loaded, int8=True, name=model))
         out.print(f"computed the states of {filled} samples labelled by a backend without them (one pass each)")
     features, targets, groups = training_rows(results, kind, base.cfg.dim)
     settings = TrainSettings(hidden=hidden, seed=seed)
