@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli import error_line, ponder
 from ponder.errors import BadParameter
 from ponder.eval.grid import GridSettings
 from ponder.eval.metrics import frontier, oracle_difficulty, quantile_bins, summarize
@@ -51,6 +52,15 @@ def test_bad_grids_are_refused_in_one_line() -> None:
         GridSettings(("bon",), (4,))
     with pytest.raises(BadParameter, match="positive"):
         GridSettings(("majority",), (0, 4))
+    with pytest.raises(BadParameter, match="temperature must be 0"):
+        GridSettings(("majority",), (4,), temperature=-1)
+
+
+def test_ponder_eval_refuses_an_unknown_verifier_before_loading_anything(tmp_path: Path) -> None:
+    args = ["eval", "--model", "no-such-model", "--task", "chain_sum", "--strategies", "bon", "--budgets", "4",
+            "--out", str(tmp_path / "run.db")]
+    assert "unknown verifier 'oracle'" in error_line(ponder(*args, "--verifier", "oracle"))
+    assert not (tmp_path / "run.db").exists()
 
 
 def test_an_evaluation_killed_at_a_random_point_loses_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -234,7 +244,6 @@ def test_the_search_benchmark_writes_the_store_ponder_eval_would_continue(tmp_pa
 
 @pytest.mark.slow
 def test_eval_report_allocate_and_auto_on_real_weights(tmp_path: Path) -> None:
-    from cli import error_line, ponder
     from reference import ponder_model
 
     ponder_model("smollm2-135m-instruct")

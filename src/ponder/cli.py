@@ -147,6 +147,7 @@ def solve(
     from ponder.search import solve as run_search
     from ponder.tasks.answers import math_messages
     from ponder.tasks.jsonl import JsonlTask
+    from ponder.verify import check_verifier_name
 
     settings = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
     if width is not None:
@@ -154,6 +155,8 @@ def solve(
     if strategy == "auto":
         settings["policy"] = policy
     make_strategy(strategy, n, **settings)  # bad settings fail before the slow load
+    if verifier is not None:
+        check_verifier_name(verifier)
     budget = Budget(tokens=budget_tokens)
     task = JsonlTask("question", math_messages(question), answer or "")
     with err.status(f"loading {model or DEFAULT_MODEL}"):

@@ -40,9 +40,12 @@ def evaluate(
     """Run a grid of strategies x budgets x seeds over a task set; every result in one SQLite store."""
     from ponder.eval.grid import EvalJob, GridSettings
     from ponder.jobs import RunStore, run_all
+    from ponder.verify import check_verifier_name
 
     if seeds < 1:
         raise BadParameter(f"seeds must be at least 1, not {seeds}")
+    if verifier is not None:  # before the model loads (GridSettings takes scripted verifiers too, for tests)
+        check_verifier_name(verifier)
     grid = GridSettings(tuple(s.strip() for s in strategies.split(",") if s.strip()),
                         _numbers(budgets, "budgets"), verifier, temperature, max_tokens, width)
     job = EvalJob(model, backend, task, size, task_seed, grid)

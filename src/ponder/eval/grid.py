@@ -46,6 +46,7 @@ class GridSettings:
         needs = [s for s in self.strategies if s not in ("greedy", "majority", "revisions")]
         if needs and self.verifier is None:
             raise BadParameter(f"{', '.join(needs)} need a verifier: give one with --verifier")
+        Sampling(temperature=self.temperature, max_tokens=self.max_tokens)  # bad values fail before a model loads
 
     def runs(self) -> list[str]:
         """The grid's cells, as result keys ("beam@16"); budgets a tree strategy cannot split are left out."""

@@ -31,6 +31,10 @@ class Sampling:
     step_tokens: int = 128  # per step, for the step-wise strategies
     seed: int | None = 0
 
+    def __post_init__(self) -> None:  # bad settings fail here, before any model is loaded
+        self.whole()
+        self.step()
+
     def whole(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
                               seed=self.seed)

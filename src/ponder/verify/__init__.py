@@ -9,6 +9,12 @@ from ponder.verify.base import Verifier
 VERIFIERS = ("checker", "arithmetic", "generative", "generative-outcome", "code", "prm", "orm", "prm:PATH")
 
 
+def check_verifier_name(name: str) -> None:
+    """Refuse an unknown verifier before anything slow (a model load) happens."""
+    if name not in VERIFIERS and name.partition(":")[0] not in ("prm", "orm"):
+        raise BadParameter(f"unknown verifier {name!r}: use one of {', '.join(VERIFIERS)}")
+
+
 def make_verifier(name: str, judge: Generator | None = None) -> Verifier:
     """A verifier by name; the generative ones judge with `judge` (usually the policy itself), the learned
     ones (prm, orm: the heads shipped for the policy's model; prm:PATH, orm:PATH: a trained head) read its states."""
@@ -36,4 +42,5 @@ def make_verifier(name: str, judge: Generator | None = None) -> Verifier:
         from ponder.verify.code import CodeExecutionVerifier
 
         return CodeExecutionVerifier()
-    raise BadParameter(f"unknown verifier {name!r}: use one of {', '.join(VERIFIERS)}")
+    check_verifier_name(name)
+    raise AssertionError(f"verifier {name!r} is listed but not built")
