@@ -170,3 +170,30 @@ def test_auto_without_a_policy_uses_the_one_shipped_for_the_model(tmp_path: Path
     monkeypatch.setattr("ponder.search.make_verifier", lambda name, judge: ScriptedVerifier({}, default=0.9))
     result = solve(generator, task("7"), "auto", 8)
     assert result.strategy == "auto" and result.settings["choice"]["strategy"] == "majority"
+
+
+def test_ponder_eval_runs_auto_live_as_a_cell_of_its_grid(tmp_path: Path) -> None:
+    from ponder.budget import Budget
+    from ponder.eval.grid import GridSettings
+    from ponder.search.base import Sampling
+    from scripted import GOOD_STEPS
+    from scripted_jobs import ScriptedEvalJob
+
+    generator = ScriptedGenerator(SPLIT)
+    policy = Policy(generator.info.name, "scripted", 4, [0.5], 1.0,
+                    {1: {8: Choice("majority", 8, 1.0, 8.0)}, 2: {8: Choice("beam", 8, 1.0, 12.0)}}, {"width": 4})
+    policy.save(tmp_path / "policy.json")
+    grid = GridSettings(("majority", "bon", "auto"), (4, 8), "scripted", policy=str(tmp_path / "policy.json"))
+    assert grid.runs() == ["majority@4", "majority@8", "bon@4", "bon@8", "auto@4", "auto@8", "pass@4", "pass@8"]
+    row = ScriptedEvalJob(grid)("3#1")
+    live = AutoStrategy(policy, 8, Sampling(temperature=grid.temperature, max_tokens=grid.max_tokens, seed=1)).run(
+        Search(ScriptedGenerator(SPLIT), task(3), Budget(), ScriptedVerifier(GOOD_STEPS)))
+    assert row["results"]["auto@8"]["answer"] == live.answer
+    assert row["results"]["auto@8"]["flops"] == pytest.approx(live.spend.flops)
+    # A grid that evaluated a policy calibrates the next one from its strategies, never from auto's runs.
+    rows = [ScriptedEvalJob(grid)(f"{i}#0") for i in range(6)]
+    settings = {"model": generator.info.name, "verifier": "scripted", "budgets": [4, 8], "width": 4}
+    made = build_policy(rows, settings, probe=4, bins=2)
+    assert all(c.strategy != "auto" for levels in made.table.values() for c in levels.values())
+    with pytest.raises(BadParameter, match="unknown strategy 'telepathy'.*auto"):
+        GridSettings(("telepathy",), (4,))

@@ -123,3 +123,12 @@ def test_wrong_tensor_shape_names_the_tensor(tiny_gguf: Path, home: Path) -> Non
                                                  ("--max-tokens", "0", "max tokens")])
 def test_sampling_settings_out_of_range(option: str, value: str, says: str, tiny_gguf: Path, home: Path) -> None:
     assert says in cli_error("generate", str(tiny_gguf), "hi", option, value, home=home)
+
+
+@pytest.mark.parametrize("args, says", [(["eval", "--task", "chain_sum", "--out", "x.db", "extra"], "unexpected extra"),
+                                        (["solve"], "Missing argument"),
+                                        (["eval", "--task", "chain_sum", "--budgets"], "requires an argument")])
+def test_usage_mistakes_get_clicks_short_message_not_a_traceback(args: list[str], says: str) -> None:
+    done = ponder(*args)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) <= 4  # usage, a hint, the error

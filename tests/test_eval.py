@@ -56,10 +56,12 @@ def test_bad_grids_are_refused_in_one_line() -> None:
         GridSettings(("majority",), (4,), temperature=-1)
 
 
-def test_ponder_eval_refuses_an_unknown_verifier_before_loading_anything(tmp_path: Path) -> None:
+def test_ponder_eval_refuses_bad_verifiers_and_policies_before_loading_anything(tmp_path: Path) -> None:
     args = ["eval", "--model", "no-such-model", "--task", "chain_sum", "--strategies", "bon", "--budgets", "4",
             "--out", str(tmp_path / "run.db")]
     assert "unknown verifier 'oracle'" in error_line(ponder(*args, "--verifier", "oracle"))
+    auto = ["--strategies", "auto", "--policy", str(tmp_path / "missing.json")]
+    assert "ponder allocate" in error_line(ponder(*args[:-6], *auto, *args[-4:]))  # a policy it cannot read
     assert not (tmp_path / "run.db").exists()
 
 
@@ -270,3 +272,8 @@ def test_eval_report_allocate_and_auto_on_real_weights(tmp_path: Path) -> None:
                     "--policy", str(policy), "--max-tokens", "32", "--json")
     assert solved.returncode == 0, solved.stderr
     assert '"strategy": "auto"' in solved.stdout and '"bin":' in solved.stdout
+    auto_run = tmp_path / "auto.db"  # auto evaluated live on other questions, as a cell of a grid
+    done = ponder(*args[:7], "--task-seed", "7", "--strategies", "majority,auto", "--policy", str(policy),
+                  "--budgets", "2", "--max-tokens", "32", "--out", str(auto_run))
+    assert done.returncode == 0, done.stderr
+    assert all({"majority@2", "auto@2"} <= set(item["results"]) for _, item in RunStore.existing(auto_run).items())

@@ -120,10 +120,11 @@ def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: in
     order = sorted(predicted.values(), reverse=True)
     thresholds = [order[max(0, (k * len(order)) // bins - 1)] for k in range(1, bins)]  # each bin's lowest
     policy_bins = {q: 1 + sum(value < t for t in thresholds) for q, value in predicted.items()}
-    cells = [c for c in summarize(rows, policy_bins) if c.difficulty_bin is not None and c.strategy != "pass"]
+    unchoosable = ("pass", "auto")  # the oracle; a policy's own runs, in a grid that evaluated one
+    cells = [c for c in summarize(rows, policy_bins) if c.difficulty_bin is not None and c.strategy not in unchoosable]
     unit = mean([c.flops / c.n for c in cells if c.strategy == "majority"]) or mean([c.flops for c in cells])
     budgets = sorted(int(n) for n in settings["budgets"])
-    overall = [c for c in summarize(rows) if c.strategy != "pass"]
+    overall = [c for c in summarize(rows) if c.strategy not in unchoosable]
     everywhere = {c.key: c.accuracy for c in overall}
 
     def estimate(c: Cell) -> float:

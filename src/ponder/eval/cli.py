@@ -25,7 +25,7 @@ def evaluate(
     out_path: Annotated[Path, typer.Option("--out", help="The run's SQLite store (resumed if it exists).")],
     model: Annotated[str, typer.Option(help="The policy.")] = "qwen2.5-coder-0.5b-instruct",
     strategies: Annotated[str, typer.Option(help="Comma-separated: greedy, majority, bon, weighted_bon, beam, "
-                                                 "lookahead, dvts, revisions.")] = "greedy,majority",
+                                                 "lookahead, dvts, revisions, auto.")] = "greedy,majority",
     budgets: Annotated[str, typer.Option(help="Budgets n (samples, beams), comma-separated.")] = "1,4,16",
     seeds: Annotated[int, typer.Option(help="Seeds per question.")] = 1,
     size: Annotated[int, typer.Option(help="Questions.")] = 100,
@@ -36,6 +36,8 @@ def evaluate(
     width: Annotated[int, typer.Option(help="Tree strategies: children per kept beam.")] = 4,
     backend: Annotated[str, typer.Option(help="native, native-fp32, llamacpp or vllm (a GPU).")] = "native",
     ray: Annotated[str | None, typer.Option(help="Fan items out on Ray: 'local' or a cluster address.")] = None,
+    policy: Annotated[Path | None, typer.Option(help="auto: the allocation policy (default: the one shipped for "
+                                                     "the model); each budget is auto's budget.")] = None,
 ) -> None:
     """Run a grid of strategies x budgets x seeds over a task set; every result in one SQLite store."""
     from ponder.eval.grid import EvalJob, GridSettings
@@ -47,7 +49,12 @@ def evaluate(
     if verifier is not None:  # before the model loads (GridSettings takes scripted verifiers too, for tests)
         check_verifier_name(verifier)
     grid = GridSettings(tuple(s.strip() for s in strategies.split(",") if s.strip()),
-                        _numbers(budgets, "budgets"), verifier, temperature, max_tokens, width)
+                        _numbers(budgets, "budgets"), verifier, temperature, max_tokens, width,
+                        str(policy.resolve()) if policy else None)
+    if "auto" in grid.strategies:  # a missing or unreadable policy is said before the model loads
+        from ponder.allocate import Policy, shipped_policy
+
+        Policy.load(policy) if policy else shipped_policy(model)
     job = EvalJob(model, backend, task, size, task_seed, grid)
     keys = job.keys(seeds)
     with RunStore(out_path, job.settings(seeds)) as store:

@@ -18,7 +18,7 @@ from typing import Any
 from ponder.budget import Budget
 from ponder.engine.protocol import Generator
 from ponder.errors import BadParameter
-from ponder.search import STRATEGIES, make_strategy
+from ponder.search import STRATEGIES, make_strategy, solve
 from ponder.search.base import Candidate, Sampling, Search, best, majority, weighted
 from ponder.tasks.base import Task
 from ponder.verify import make_verifier
@@ -36,17 +36,22 @@ class GridSettings:
     temperature: float = 0.4
     max_tokens: int = 512
     width: int = 4
+    policy: str | None = None  # for auto: an allocation policy's path (None: the one shipped for the model)
 
     def __post_init__(self) -> None:
         for name in self.strategies:
-            if name not in STRATEGIES:
-                raise BadParameter(f"unknown strategy {name!r}: use some of {', '.join(STRATEGIES)}")
+            if name not in STRATEGIES and name != "auto":
+                raise BadParameter(f"unknown strategy {name!r}: use some of {', '.join(STRATEGIES)}, auto")
         if not self.budgets or min(self.budgets) < 1:
             raise BadParameter(f"budgets must be positive numbers of samples, not {list(self.budgets)}")
-        needs = [s for s in self.strategies if s not in ("greedy", "majority", "revisions")]
+        needs = [s for s in self.strategies if s not in ("greedy", "majority", "revisions", "auto")]
         if needs and self.verifier is None:
             raise BadParameter(f"{', '.join(needs)} need a verifier: give one with --verifier")
         Sampling(temperature=self.temperature, max_tokens=self.max_tokens)  # bad values fail before a model loads
+
+    def to_dict(self) -> dict[str, Any]:
+        """As a run records it (no policy key unless auto has one: the stores of runs before auto still resume)."""
+        return {k: v for k, v in asdict(self).items() if k != "policy" or v is not None}
 
     def runs(self) -> list[str]:
         """The grid's cells, as result keys ("beam@16"); budgets a tree strategy cannot split are left out."""
@@ -85,10 +90,13 @@ def run_item(generator: Generator, task: Task, seed: int, grid: GridSettings,
             if name in TREES:
                 settings["width"] = grid.width
             start = time.perf_counter()
-            run = make_strategy(name, n, **settings).run(Search(generator, task, Budget(), verifier))
+            if name == "auto":  # judged by the grid's verifier if it has one, else by the policy's own
+                run = solve(generator, task, "auto", n, verifier, Budget(), policy=grid.policy, **settings)
+            else:
+                run = make_strategy(name, n, **settings).run(Search(generator, task, Budget(), verifier))
             results[f"{name}@{n}"] = _entry(task, run.answer, run.spend.to_dict(), time.perf_counter() - start)
     return {"question": task.id, "seed": seed, "difficulty": task.difficulty, "pool": pool, "results": results,
-            "grid": asdict(grid)}
+            "grid": grid.to_dict()}
 
 
 def _pooled(generator: Generator, task: Task, grid: GridSettings, strategies: list[str], sampling: Sampling,
@@ -144,7 +152,7 @@ class EvalJob:
     def settings(self, seeds: int) -> dict[str, Any]:
         """What the run's store records, and checks when the run is resumed."""
         return {"model": self.model, "backend": self.backend, "tasks": self.tasks, "size": self.size,
-                "task_seed": self.task_seed, "seeds": seeds} | asdict(self.grid)
+                "task_seed": self.task_seed, "seeds": seeds} | self.grid.to_dict()
 
     def keys(self, seeds: int) -> list[str]:
         return [f"{task.id}#{seed}" for task in _tasks(self.tasks, self.size, self.task_seed) for seed in range(seeds)]

@@ -17,6 +17,7 @@ from ponder.search.majority import MajorityVote
 from ponder.search.revise import Revisions
 from ponder.tasks.base import Task
 from ponder.verify import make_verifier
+from ponder.verify.base import Verifier
 
 
 class Strategy(Protocol):
@@ -74,9 +75,9 @@ def _auto(n: int | None, policy: Any = None, **settings: Any) -> Strategy:
 
 
 def solve(generator: Generator, task: Task, strategy: str = "majority", n: int | None = None,
-          verifier: str | None = None, budget: Budget | None = None,
+          verifier: str | Verifier | None = None, budget: Budget | None = None,
           progress: Callable[[str], None] | None = None, **settings: Any) -> SearchResult:
-    """One task, one strategy: the verifier (by name) judges with the policy itself where it needs a model."""
+    """One task, one strategy: a verifier by name judges with the policy itself where it needs a model."""
     if strategy == "auto" and settings.get("policy") is None:  # the policy that ships for this model
         from ponder.allocate import shipped_policy
 
@@ -87,7 +88,7 @@ def solve(generator: Generator, task: Task, strategy: str = "majority", n: int |
             raise BadParameter(f"the allocation policy was made for {policy.model}, not {generator.info.name}: "
                                "calibrate one for this model with `ponder eval` and `ponder allocate`")
         verifier = verifier or policy.verifier
-    judge = make_verifier(verifier, generator) if verifier else None
+    judge = make_verifier(verifier, generator) if isinstance(verifier, str) else verifier
     return chosen.run(Search(generator, task, budget, judge, progress=progress))
 
 
