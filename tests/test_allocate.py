@@ -173,6 +173,7 @@ def test_auto_without_a_policy_uses_the_one_shipped_for_the_model(tmp_path: Path
 
 
 def test_ponder_eval_runs_auto_live_as_a_cell_of_its_grid(tmp_path: Path) -> None:
+    from ponder.allocate import with_auto
     from ponder.budget import Budget
     from ponder.eval.grid import GridSettings
     from ponder.search.base import Sampling
@@ -195,5 +196,7 @@ def test_ponder_eval_runs_auto_live_as_a_cell_of_its_grid(tmp_path: Path) -> Non
     settings = {"model": generator.info.name, "verifier": "scripted", "budgets": [4, 8], "width": 4}
     made = build_policy(rows, settings, probe=4, bins=2)
     assert all(c.strategy != "auto" for levels in made.table.values() for c in levels.values())
+    with pytest.raises(BadParameter, match="evaluated auto live"):  # a replay would overwrite its cells
+        with_auto(rows, [made])
     with pytest.raises(BadParameter, match="unknown strategy 'telepathy'.*auto"):
         GridSettings(("telepathy",), (4,))

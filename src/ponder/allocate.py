@@ -145,6 +145,9 @@ def fold_of(question: str, folds: int) -> int:
 def with_auto(rows: list[dict[str, Any]], policies: list[Policy]) -> list[dict[str, Any]]:
     """The grid items with `auto@n` cells replayed at each policy budget n, each item by a policy that was
     not calibrated on its question; items that every policy saw in calibration are left out."""
+    if any(key.startswith("auto@") for row in rows for key in row["results"]):
+        raise BadParameter("this run evaluated auto live (its auto@n cells): report it without --policy, "
+                           "or replay policies on a run of the strategies alone")
     seen = [(p, set(p.calibrated_on)) for p in policies]
     kept = []
     for row in rows:
