@@ -139,8 +139,6 @@ def summarize(rows: list[dict]) -> Table:
 def write_grid(rows: list[dict], args: argparse.Namespace, path: Path) -> int:
     """The questions as `ponder eval` stores them: same settings, keys, cells and costs (the pooled cells'
     as the grid counts them: the prompt once, the first n samples' tokens, n/16 of the judging)."""
-    from dataclasses import asdict
-
     from ponder.eval.grid import EvalJob, GridSettings
     from ponder.jobs import RunStore
     from ponder.models.loader import load
@@ -176,7 +174,7 @@ def write_grid(rows: list[dict], args: argparse.Namespace, path: Path) -> int:
             pool = [{"text": s["text"], "answer": s["answer"], "correct": task.check(s["answer"]),
                      "step_scores": s["step_scores"], "tokens": len(s["tokens"])} for s in samples]
             store.put(f"{row['id']}#0", {"question": row["id"], "seed": 0, "difficulty": task.difficulty,
-                                         "pool": pool, "results": results, "grid": asdict(grid)})
+                                         "pool": pool, "results": results, "grid": grid.to_dict()})
         return len(store)
 
 
