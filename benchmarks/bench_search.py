@@ -17,7 +17,10 @@ replay of `auto` read it, and `ponder eval` with those settings would continue i
 samples with a trained head instead (from the policy's states stored with them; riding along with
 generation, it costs no FLOPs of its own) for the summary and the grid: best-of-N and weighted
 best-of-N are recomputed, and beam search, which ran against the other verifier, is left out.
-Nothing is generated: this takes seconds.
+Nothing is generated: this takes seconds (a minute or so more for samples restored from evidence/,
+whose states are computed again).
+
+`--no-beam` leaves beam search out: with the generative judge it is more than half of a question's time.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from rich.table import Table
 
 from ponder.budget import Budget
 from ponder.engine.backends import open_generator
-from ponder.prm.features import encode_states, step_states
+from ponder.prm.features import encode_states, fill_missing_states, step_states
 from ponder.prm.head import load_head
 from ponder.prm.verifier import head_path
 from ponder.search import Search, make_strategy
@@ -48,7 +51,7 @@ from ponder.verify.base import step_token_ends
 SIZES = (1, 4, 16)
 
 
-def run_question(generator, task, verifier_name: str, sampling: Sampling) -> dict:  # noqa: ANN001
+def run_question(generator, task, verifier_name: str, sampling: Sampling, beam: bool = True) -> dict:  # noqa: ANN001
     row: dict = {"id": task.id}
     verifier = make_verifier(verifier_name, generator)
 
@@ -84,10 +87,10 @@ def run_question(generator, task, verifier_name: str, sampling: Sampling) -> dic
             record["step_ends"] = step_token_ends(generator.decode, s.tokens)
             if record["step_ends"]:
                 record["states"] = encode_states(step_states(generator, shared.prompt, s.tokens, record["step_ends"]))
-    for n in (4, 16):
+    for n in (4, 16) if beam else ():
         start = time.perf_counter()
-        beam = BeamSearch(n=n, width=4, sampling=sampling).run(search())
-        row[f"beam@{n}"] = _entry(task, beam.answer, beam.spend.flops, time.perf_counter() - start)
+        found = BeamSearch(n=n, width=4, sampling=sampling).run(search())
+        row[f"beam@{n}"] = _entry(task, found.answer, found.spend.flops, time.perf_counter() - start)
     return row
 
 
@@ -97,7 +100,9 @@ def judged_by_head(rows: list[dict], spec: str, model: str) -> list[dict]:
     from ponder.models.loader import load
     from ponder.prm.evaluate import head_candidate
 
-    backbone = load(model).model
+    loaded = load(model)
+    backbone = loaded.model
+    fill_missing_states(rows, loaded, model)  # rows restored from a snapshot (evidence/) come without them
     head, _ = load_head(head_path(spec, model), backbone)
     tasks = {t.id: t for t in load_tasks("gsm_symbolic", len(rows), seed=2024)}
     judged = []
@@ -192,6 +197,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/search.jsonl"))
     parser.add_argument("--summary", action="store_true", help="only print the summary of what is stored")
     parser.add_argument("--grid", type=Path, help="also write the stored questions as an evaluation-grid store")
+    parser.add_argument("--no-beam", action="store_true",
+                        help="leave beam search out (more than half of a question's time with a generative judge)")
     parser.add_argument("--head", help="judge the stored samples with a trained head instead: prm, orm, prm:PATH")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -205,7 +212,7 @@ def main() -> None:
         for k, task in enumerate(tasks):
             if task.id in finished:
                 continue
-            row = run_question(generator, task, args.verifier, Sampling(temperature=args.temperature))
+            row = run_question(generator, task, args.verifier, Sampling(temperature=args.temperature), not args.no_beam)
             with args.out.open("a") as f:  # one whole line per question: a kill loses at most the current one
                 f.write(json.dumps(row) + "\n")
             done.append(row)

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The long measurements behind the README's claims, in the order the issues need them. Every step is
 # resumable: killed at any point, run this again and it continues where it stopped, losing at most
-# the question in progress. About 16 hours of a quiet 2-core machine in all (with the kernel of e1e1aa3;
-# 20 before it); run it in the background
+# the question in progress. About 11 hours of a quiet 2-core machine in all; run it in the background
 # (`nohup benchmarks/evidence.sh >> runs/evidence.log 2>&1 &`) and don't run tests beside it: on
 # 2 cores two processes of spinning OpenMP threads slow each other 4-5x (a question took 25 minutes
-# instead of 5). Pause it instead: kill -STOP -- -PGID, then kill -CONT -- -PGID.
+# instead of 5). Pause it instead: kill -STOP -- -PGID, then kill -CONT -- -PGID. Before a session ends,
+# `benchmarks/snapshot.py save` and commit evidence/: runs/ does not survive the machine.
 set -euo pipefail
 main() {  # read whole before it runs: editing this file while it runs cannot change what it does
 cd "$(dirname "$0")/.."
@@ -18,45 +18,48 @@ export PYTHONUNBUFFERED=1
 
 step() { echo "== $(date -u +%FT%TZ) $*"; }
 
-step "1. search strategies against budget, 100 evaluation questions (issue 4; samples reused by 5 and 6), ~8 h"
-$PY benchmarks/bench_search.py --questions 100 --grid runs/search.db
+# runs/ is not in git: each machine starts from the last snapshot in evidence/ (benchmarks/snapshot.py).
+$PY benchmarks/snapshot.py restore
 
-step "2. Monte Carlo step labels on training questions, disjoint from the evaluation set (issue 5), ~3 h"
+step "1. Monte Carlo step labels on training questions, disjoint from the evaluation set (issue 5), ~1.7 h"
 $PONDER prm label --task gsm_symbolic --task chain_sum --size 40 --out runs/labels.db
 
-step "2b. held-out labels for step AUC, then the PRM and the ORM, judged on step 1's samples (issue 5), ~1 h"
+step "2. held-out labels for step AUC (issue 5), ~0.4 h"
 # A distant seed: reasoning-gym's chain_sum item i of seed s is item i - 1 of seed s + 1.
 $PONDER prm label --task gsm_symbolic --task chain_sum --size 10 --seed 1000 --out runs/labels-heldout.db
-# Trained straight to where heads ship for the model: the verifiers "prm" and "orm" then mean them.
-HEADS=src/ponder/prm/heads/qwen2.5-coder-0.5b-instruct
-$PONDER prm train runs/labels.db --out $HEADS.prm.safetensors
-$PONDER prm train runs/labels.db --kind orm --out $HEADS.orm.safetensors
-$PONDER prm eval $HEADS.prm.safetensors $HEADS.orm.safetensors --labels runs/labels-heldout.db \
-    --samples runs/search.jsonl | tee runs/prm-eval.txt
-$PY benchmarks/bench_search.py --questions 100 --summary --head prm --grid runs/search-prm.db \
-    | tee runs/search-prm.txt  # step 1's samples judged by the PRM: a grid for allocation (issue 6), seconds
 
-step "3. the 1.5B model on the same evaluation questions, greedy and majority (issue 6), ~2.5 h (76 s a question)"
+step "3. the PRM and the ORM, trained straight to where heads ship for the model (issue 5), minutes"
+# The verifiers "prm" and "orm" then mean them. Trained once: a head in git is not trained again.
+HEADS=src/ponder/prm/heads/qwen2.5-coder-0.5b-instruct
+[ -f $HEADS.prm.safetensors ] || $PONDER prm train runs/labels.db --out $HEADS.prm.safetensors
+[ -f $HEADS.orm.safetensors ] || $PONDER prm train runs/labels.db --kind orm --out $HEADS.orm.safetensors
+
+step "4. 16 samples on each of 100 evaluation questions, judged by the PRM as they are drawn (issues 5, 6), ~3 h"
+# Beam search with the self-judge was measured for issue 4 (README); here it would double the time.
+$PY benchmarks/bench_search.py --questions 100 --verifier prm --no-beam --out runs/search-prm.jsonl \
+    --grid runs/search-prm.db | tee runs/search-prm.txt
+$PONDER prm eval $HEADS.prm.safetensors $HEADS.orm.safetensors --labels runs/labels-heldout.db \
+    --samples runs/search-prm.jsonl | tee runs/prm-eval.txt
+
+step "5. the 1.5B model on the same evaluation questions, greedy and majority (issue 6), ~2.5 h (76 s a question)"
 $PONDER pull qwen2.5-coder-1.5b-instruct
 $PONDER eval --model qwen2.5-coder-1.5b-instruct --task gsm_symbolic --size 100 --strategies greedy,majority \
     --budgets 1,4 --out runs/gsm-1.5b.db
 
-step "4. the chain_sum ladder (5 rungs of known difficulty), every strategy, the arithmetic verifier (issue 6), ~2 h"
+step "6. the chain_sum ladder (5 rungs of known difficulty), every strategy, the arithmetic verifier (issue 6), ~2 h"
 $PONDER eval --task chain_sum_ladder --size 50 --strategies greedy,majority,bon,weighted_bon,beam --budgets 1,4,16 \
     --verifier arithmetic --out runs/ladder.db
 
-step "5. the 1.5B model on the ladder, greedy and majority (issue 6), ~1 h"
+step "7. the 1.5B model on the ladder, greedy and majority (issue 6), ~1 h"
 $PONDER eval --model qwen2.5-coder-1.5b-instruct --task chain_sum_ladder --size 50 --strategies greedy,majority \
     --budgets 1,4 --out runs/ladder-1.5b.db
 
-step "6. allocation across folds, auto replayed, against the 1.5B model (issue 6), minutes"
-for run in search search-prm ladder; do
+step "8. allocation across folds, auto replayed, against the 1.5B model (issue 6), minutes"
+for run in search-prm ladder; do
     $PONDER allocate runs/$run.db --folds 2 --hold-out 0 --out runs/$run-policy-0.json
     $PONDER allocate runs/$run.db --folds 2 --hold-out 1 --out runs/$run-policy-1.json
 done
 # The README shows the figures from docs/figures/.
-$PONDER report runs/search.db --policy runs/search-policy-0.json --policy runs/search-policy-1.json \
-    --compare runs/gsm-1.5b.db --figures docs/figures/gsm-self-judged
 $PONDER report runs/search-prm.db --policy runs/search-prm-policy-0.json --policy runs/search-prm-policy-1.json \
     --compare runs/gsm-1.5b.db --figures docs/figures/gsm-prm
 $PONDER report runs/ladder.db --policy runs/ladder-policy-0.json --policy runs/ladder-policy-1.json \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import random
 import signal
 import sqlite3
@@ -161,3 +162,33 @@ def test_run_all_refuses_duplicates_and_missing_ray(tmp_path: Path, monkeypatch:
         assert run_all(["item-01", "item-02"], Square(), store, progress="local") == 2  # local needs no ray
         assert run_all(["item-01", "item-02"], Square(), store) == 0  # all done: nothing runs
         assert store.items() == [("item-01", Square()("item-01")), ("item-02", Square()("item-02"))]
+
+
+def test_evidence_snapshot_round_trips_stores_and_benchmark_rows_without_states(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("snapshot", Path(__file__).parents[1] / "benchmarks" / "snapshot.py")
+    snapshot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(snapshot)
+    runs, evidence, fresh = tmp_path / "runs", tmp_path / "evidence", tmp_path / "fresh"
+    settings = {"task": "labels", "size": 3}
+
+    def result(i: int) -> dict[str, Any]:
+        return {"id": f"q{i}", "samples": [{"tokens": [i, 2], "labels": [0.5], "states": "AAAA"}]}
+
+    with RunStore(runs / "labels.db", settings) as store:
+        for i in range(3):
+            store.put(f"q{i}", result(i))
+    (runs / "search.jsonl").write_text("".join(json.dumps(result(i)) + "\n" for i in range(2)))
+    snapshot.save(runs, evidence)
+    assert "states" not in (evidence / "labels.store.jsonl").read_text() + (evidence / "search.jsonl").read_text()
+
+    with RunStore(fresh / "labels.db", settings) as store:  # a machine that already has one of them
+        store.put("q1", result(1))
+    (fresh / "search.jsonl").write_text(json.dumps(result(0)) + "\n")
+    for _ in range(2):  # restoring twice changes nothing the second time
+        snapshot.restore(evidence, fresh)
+    bare = [{"id": f"q{i}", "samples": [{"tokens": [i, 2], "labels": [0.5]}]} for i in range(3)]
+    with RunStore.existing(fresh / "labels.db") as store:
+        assert store.settings == settings
+        assert sorted(store.items()) == [("q0", bare[0]), ("q1", result(1)), ("q2", bare[2])]
+    rows = [json.loads(line) for line in (fresh / "search.jsonl").read_text().splitlines()]
+    assert rows == [result(0), bare[1]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from ponder.errors import BadParameter
 from ponder.jobs import RunStore, run_all
 from ponder.models.loader import LoadedModel
 from ponder.prm.evaluate import held_out, selection_accuracy
-from ponder.prm.features import decode_states, encode_states, fill_states, training_rows
+from ponder.prm.features import decode_states, encode_states, fill_missing_states, fill_states, training_rows
 from ponder.prm.head import ValueHead, fingerprint, load_head, save_head
 from ponder.prm.label import LabelSettings, label_question
 from ponder.prm.train import TrainSettings, auc, train_head
@@ -101,7 +102,10 @@ def test_samples_labelled_without_states_get_them_from_the_native_engine(tiny: L
     result = {"id": "q", "prompt": list(prompt), "samples": [
         {"step_ends": [3, 11], "tokens": list(tokens), "labels": [0.5, 1.0], "correct": True},
         {"step_ends": [], "tokens": [], "labels": [], "correct": False}]}  # no steps: nothing to fill
+    restored = json.loads(json.dumps(result))  # as from a snapshot in evidence/: no states
     assert fill_states([result], engine) == 1 and fill_states([result], engine) == 0
+    assert fill_missing_states([result], tiny, "tiny") == 0  # nothing missing: no engine is made
+    assert fill_missing_states([restored], tiny, "tiny") == 1 and "states" in restored["samples"][0]
     x, y, _ = training_rows([result], "prm", tiny.config.dim)
     fresh = NativeEngine(tiny, cache_bytes=8 << 20, block_size=4)
     expected = fresh.states([prompt + tokens[:4], prompt + tokens])

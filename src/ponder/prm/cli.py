@@ -66,7 +66,7 @@ def train(
     """Train a value head on the frozen policy's states at step ends."""
     from ponder.jobs import RunStore
     from ponder.models.loader import load
-    from ponder.prm.features import training_rows
+    from ponder.prm.features import fill_missing_states, training_rows
     from ponder.prm.head import fingerprint, save_head
     from ponder.prm.train import TrainSettings, train_head
 
@@ -80,13 +80,10 @@ def train(
         loaded = load(model)
         base = loaded.model
     results = [r for s in stores for _, r in s.items()]
-    if any("states" not in x for r in results for x in r["samples"] if x["step_ends"]):
-        from ponder.engine.native import NativeEngine
-        from ponder.prm.features import fill_states
-
-        with err.status("computing the policy's states for samples labelled without them"):  # as `native` would
-            filled = fill_states(results, NativeEngine(loaded, int8=True, name=model))
-        out.print(f"computed the states of {filled} samples labelled by a backend without them (one pass each)")
+    with err.status("computing the policy's states for samples stored without them"):
+        filled = fill_missing_states(results, loaded, model)
+    if filled:
+        out.print(f"computed the states of {filled} samples stored without them (one pass each)")
     features, targets, groups = training_rows(results, kind, base.cfg.dim)
     settings = TrainSettings(hidden=hidden, seed=seed)
     with err.status(f"training a {kind} head on {len(targets)} rows"):

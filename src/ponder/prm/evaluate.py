@@ -15,7 +15,7 @@ import torch
 from rich.table import Table
 
 from ponder.errors import BadParameter
-from ponder.prm.features import decode_states, training_rows
+from ponder.prm.features import decode_states, fill_missing_states, training_rows
 from ponder.prm.head import ValueHead, load_head
 from ponder.prm.train import auc
 from ponder.search.base import Candidate, best, majority, weighted
@@ -37,7 +37,10 @@ def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path]) -> Tabl
     models = {c["base"]["model"] for c in cards}
     if len(models) != 1:
         raise BadParameter(f"the heads belong to different models ({', '.join(sorted(models))}): compare one model's")
-    backbone = load(models.pop()).model
+    model = models.pop()
+    loaded = load(model)
+    backbone = loaded.model
+    fill_missing_states(rows, loaded, model)  # samples restored from a snapshot (evidence/) come without them
     heads = {f"{c['kind']}:{p.stem}": load_head(p, backbone)[0] for p, c in zip(paths, cards)}
     table = Table(title=f"learned verifiers on {len(rows)} evaluation questions (16 samples each)")
     for column in ("selection", *(f"N = {n}" for n in SIZES)):
@@ -84,10 +87,6 @@ def selection_accuracy(rows: list[dict[str, Any]], heads: dict[str, ValueHead], 
         task = tasks.get(row["id"])
         if task is None:
             raise BadParameter(f"sample row {row['id']} is not an evaluation question: use the benchmark's samples")
-        missing = [s for s in row["samples"] if s.get("step_ends") and "states" not in s]
-        if missing:
-            raise BadParameter(f"question {row['id']} has samples without states: sample it again with the "
-                               "current benchmarks/bench_search.py")
         for n in SIZES:
             first = row["samples"][:n]
             record("majority", n, task.check(majority([Candidate(s["text"], s["answer"]) for s in first])))

@@ -42,10 +42,20 @@ def fill_states(results: Iterable[dict[str, Any]], engine: Any) -> int:
     filled = 0
     for result in results:
         for sample in result["samples"]:
-            if sample["step_ends"] and "states" not in sample:
+            if sample.get("step_ends") and "states" not in sample:
                 states = step_states(engine, tuple(result["prompt"]), tuple(sample["tokens"]), sample["step_ends"])
                 sample["states"], filled = encode_states(states), filled + 1
     return filled
+
+
+def fill_missing_states(results: list[dict[str, Any]], loaded: Any, name: str) -> int:
+    """`fill_states` on the engine that generates (the int8 fast path), made only if some sample lacks
+    its states: labelled on vLLM, or restored from a snapshot that leaves them out (evidence/)."""
+    if not any(s.get("step_ends") and "states" not in s for r in results for s in r["samples"]):
+        return 0
+    from ponder.engine.native import NativeEngine
+
+    return fill_states(results, NativeEngine(loaded, int8=True, name=name))
 
 
 def training_rows(results: Iterable[dict[str, Any]], kind: str, dim: int) -> tuple[Tensor, Tensor, list[str]]:

@@ -1,0 +1,79 @@
+"""Carry the evidence runs from one machine to the next: runs/ is not in git, evidence/ is.
+
+    .venv/bin/python benchmarks/snapshot.py save      # runs/ -> evidence/, to commit
+    .venv/bin/python benchmarks/snapshot.py restore   # evidence/ -> runs/, only what runs/ lacks
+
+A run store (runs/NAME.db) becomes evidence/NAME.store.jsonl: its settings on the first line, then one
+result a line in the order stored. A benchmark's own file (runs/NAME.jsonl, one question a line) becomes
+evidence/NAME.jsonl. The policy's hidden states are left out (most of the bytes): what reads them computes
+them again, one pass per sample. Restoring adds only the items runs/ lacks, so repeating it is harmless,
+and a restored store continues as the same run (same settings, same keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from ponder.jobs import RunStore
+
+def without_states(record: dict) -> dict:
+    if "samples" not in record:
+        return record
+    return record | {"samples": [{k: v for k, v in s.items() if k != "states"} for s in record["samples"]]}
+
+
+def write_lines(path: Path, records: list[dict]) -> None:
+    """All or nothing: a snapshot killed half-way leaves the previous one."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(partial, path)
+
+
+def save(runs: Path, evidence: Path) -> None:
+    evidence.mkdir(exist_ok=True)
+    for db in sorted(runs.glob("*.db")):
+        with RunStore.existing(db) as store:
+            records = [{"settings": store.settings}] + [
+                {"key": key, "result": without_states(result)} for key, result in store.items()]
+        write_lines(evidence / f"{db.stem}.store.jsonl", records)
+        print(f"{db} -> {evidence / f'{db.stem}.store.jsonl'}: {len(records) - 1} results")
+    for lines in sorted(runs.glob("*.jsonl")):
+        rows = [without_states(json.loads(line)) for line in lines.read_text().splitlines() if line.strip()]
+        write_lines(evidence / lines.name, rows)
+        print(f"{lines} -> {evidence / lines.name}: {len(rows)} rows")
+
+
+def restore(evidence: Path, runs: Path) -> None:
+    runs.mkdir(exist_ok=True)
+    for snapshot in sorted(evidence.glob("*.store.jsonl")):
+        head, *rows = [json.loads(line) for line in snapshot.read_text().splitlines()]
+        db = runs / snapshot.name.replace(".store.jsonl", ".db")
+        with RunStore(db, head["settings"]) as store:
+            done = store.done()
+            missing = [r for r in rows if r["key"] not in done]
+            for r in missing:
+                store.put(r["key"], r["result"])
+        print(f"{snapshot} -> {db}: {len(missing)} results added, {len(done)} there already")
+    for snapshot in sorted(set(evidence.glob("*.jsonl")) - set(evidence.glob("*.store.jsonl"))):
+        target = runs / snapshot.name
+        have = {json.loads(line)["id"] for line in target.read_text().splitlines()} if target.exists() else set()
+        missing = [line for line in snapshot.read_text().splitlines() if json.loads(line)["id"] not in have]
+        with target.open("a") as f:  # whole lines: the benchmark appends the same way
+            f.writelines(line + "\n" for line in missing)
+        print(f"{snapshot} -> {target}: {len(missing)} rows added, {len(have)} there already")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("save", "restore"))
+    args = parser.parse_args()
+    os.chdir(Path(__file__).resolve().parent.parent)
+    runs, evidence = Path("runs"), Path("evidence")
+    save(runs, evidence) if args.action == "save" else restore(evidence, runs)
+
+
+if __name__ == "__main__":
+    main()
