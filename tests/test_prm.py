@@ -80,6 +80,8 @@ def test_training_on_a_separable_set_reaches_an_auc_above_0_95() -> None:
     shuffled = y[torch.randperm(len(y))]  # no signal: the same routine must not find one
     _, chance = train_head(x, shuffled, [f"q{i // 10}" for i in range(len(y))], TrainSettings(hidden=32))
     assert chance["val_auc"] < 0.65
+    with pytest.raises(BadParameter, match="all 1500 labels are 0: nothing to tell apart"):  # a hard set's labels
+        train_head(x, torch.zeros(len(y)), [f"q{i // 10}" for i in range(len(y))])
 
 
 def test_states_round_trip_and_training_rows_follow_the_kind() -> None:

@@ -45,6 +45,9 @@ def train_head(features: Tensor, labels: Tensor, groups: list[str], settings: Tr
     if len(features) != len(labels) or len(labels) != len(groups) or len(labels) < 2:
         raise BadParameter(f"need as many labels as feature rows, at least 2 (got {len(features)} rows, "
                            f"{len(labels)} labels, {len(groups)} groups)")
+    if labels.min() == labels.max():
+        raise BadParameter(f"all {len(labels)} labels are {labels[0].item():g}: nothing to tell apart; label more "
+                           "questions (or harder and easier ones)")
     torch.manual_seed(settings.seed)
     train, val = split_by_group(groups, settings.val_fraction, settings.seed)
     if not val.any():
