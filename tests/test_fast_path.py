@@ -29,6 +29,34 @@ def test_int8_linear_is_close_to_fp32(batch: int, bias: bool, outputs: int) -> N
     assert (fast(x) - expected).abs().max() < 0.02 * expected.abs().max()
 
 
+@pytest.mark.parametrize("shape", [(96, 48), (64, 40), (96, 160)])  # 1, 2.5 and 10 blocks of 16 outputs
+def test_int8_linear_gives_each_row_the_same_bits_in_any_batch(shape: tuple[int, int]) -> None:
+    # Batch invariance: tiles of 1 to 4 rows, and 1, 2 or 4 blocks at a time, all sum in one order.
+    fast = int8_linear.Int8Linear(torch.nn.Linear(*shape))
+    x = torch.randn(11, shape[0])
+    whole = fast(x)
+    for n in range(1, 11):
+        assert torch.equal(fast(x[:n]), whole[:n]), f"the first rows differ in a batch of {n}"
+        assert torch.equal(fast(x[n:]), whole[n:]), f"the last rows differ in a batch of {11 - n}"
+
+
+@torch.inference_mode()
+def test_a_seeded_sample_is_the_same_alone_from_the_cache_and_beside_others(tiny) -> None:  # noqa: ANN001
+    # Tokens and their log-probabilities to the last bit: the batch a sequence shares changes nothing.
+    params = SamplingParams(temperature=1.0, max_tokens=12, seed=5)
+    prompt, other = list(range(20, 45)), list(range(60, 71))
+
+    def run(engine: NativeEngine, prompts: list[list[int]], n: int) -> list[tuple]:
+        return [(s.tokens, s.logprobs) for s in engine.sample(prompts, n, params)[-1]]
+
+    engine = NativeEngine(tiny, cache_bytes=8 << 20, int8=True)
+    alone = run(engine, [prompt], 4)
+    assert run(NativeEngine(tiny, cache_bytes=8 << 20, int8=True), [other, prompt], 1) == alone[:1]  # 2 rows, not 4
+    # From the cache, the prompt's last partial block is computed in another shape (its attention in
+    # particular): the first log-probability may move in its last bits, the tokens may not.
+    assert [tokens for tokens, _ in run(engine, [prompt], 4)] == [tokens for tokens, _ in alone]
+
+
 @pytest.mark.parametrize("name", REAL_MODELS)
 @torch.inference_mode()
 def test_greedy_tokens_agree_with_the_reference(name: str) -> None:

@@ -69,9 +69,14 @@ def test_teacher_forced_top1_agreement(name: str, full_precision: bool) -> None:
     assert len(ids) == 512
     expected = llama_cpp_logits(llm, ids)
     got = ours.model(torch.tensor([ids]))[0].numpy()
-    agreement = (got.argmax(-1) == expected.argmax(-1)).mean()
+    ours_top, their_top = got.argmax(-1), expected.argmax(-1)
+    agreement = (ours_top == their_top).mean()
+    positions = np.arange(len(ids))
+    margins = expected[positions, their_top] - expected[positions, ours_top]  # 0 where the two agree
     print(f"{name} ({'f32 copy' if full_precision else 'quantized'}): top-1 agreement {agreement:.4f}, "
-          f"max |logit difference| {np.abs(got - expected).max():.4f}")
-    assert agreement >= (0.999 if full_precision else 0.98)
+          f"max |logit difference| {np.abs(got - expected).max():.4f}, widest margin where they part "
+          f"{margins.max():.3f}")
     if full_precision:
-        assert np.abs(got - expected).max() < 1e-2
+        assert agreement >= 0.999 and np.abs(got - expected).max() < 1e-2
+    else:  # how many near-ties flip depends on the CPU (98.4% with AVX2, 97.5% with AVX-512): only near-ties may part
+        assert agreement >= 0.95 and margins.max() < NEAR_TIE
