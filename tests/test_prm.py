@@ -212,3 +212,23 @@ def test_label_train_and_search_with_the_head_from_the_command_line(tmp_path: Pa
                     "--max-tokens", "32", "--verifier", f"prm:{head}", "--json")
     assert solved.returncode == 0, solved.stderr
     assert '"verifier_tokens": 0' in solved.stdout  # the head rode along with generation
+
+    # `prm eval` on labels and samples kept without their states (as evidence/ keeps them) computes them again.
+    from ponder.jobs import RunStore
+    from ponder.tasks import load_tasks
+
+    held_out = tmp_path / "held-out.db"
+    assert ponder("prm", "label", *common[:2], "--out", str(held_out), *common[4:], "--seed", "1000").returncode == 0
+    with RunStore.existing(held_out) as store:
+        results = [r for _, r in store.items()]
+    bare = [r | {"samples": [{k: v for k, v in x.items() if k != "states"} for x in r["samples"]]} for r in results]
+    with RunStore(tmp_path / "bare.db", store.settings) as kept:
+        for r in bare:
+            kept.put(r["id"], r)
+    question = load_tasks("gsm_symbolic", 100, seed=2024)[0]  # the selection rows must be evaluation questions
+    (tmp_path / "samples.jsonl").write_text(json.dumps({"id": question.id, "prompt": bare[0]["prompt"],
+                                                        "samples": bare[0]["samples"]}) + "\n")
+    judged = ponder("prm", "eval", str(head), "--labels", str(tmp_path / "bare.db"),
+                    "--samples", str(tmp_path / "samples.jsonl"))
+    assert judged.returncode == 0, judged.stderr
+    assert "step AUC" in judged.stdout and "best-of-N" in judged.stdout

@@ -50,6 +50,7 @@ def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path]) -> Tabl
     trained_on = [p for c in cards for p in c.get("data", {}).get("labels", [])]
     for path in labels:
         results, note = held_out([r for _, r in RunStore.existing(path).items()], trained_on)
+        fill_missing_states(results, loaded, model)
         features, targets, _ = training_rows(results, "prm", backbone.cfg.dim)
         for name, head in heads.items():
             with torch.no_grad():
