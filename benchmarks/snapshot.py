@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ponder.jobs import RunStore
 
+
 def without_states(record: dict) -> dict:
     if "samples" not in record:
         return record

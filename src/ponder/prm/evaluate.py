@@ -40,17 +40,17 @@ def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path]) -> Tabl
     model = models.pop()
     loaded = load(model)
     backbone = loaded.model
-    fill_missing_states(rows, loaded, model)  # samples restored from a snapshot (evidence/) come without them
+    trained_on = [p for c in cards for p in c.get("data", {}).get("labels", [])]
+    held = [(path, *held_out([r for _, r in RunStore.existing(path).items()], trained_on)) for path in labels]
+    # Samples and labels restored from a snapshot (evidence/) come without states: computed here, in one engine.
+    fill_missing_states(rows + [r for _, results, _ in held for r in results], loaded, model)
     heads = {f"{c['kind']}:{p.stem}": load_head(p, backbone)[0] for p, c in zip(paths, cards)}
     table = Table(title=f"learned verifiers on {len(rows)} evaluation questions (16 samples each)")
     for column in ("selection", *(f"N = {n}" for n in SIZES)):
         table.add_column(column)
     for name, accuracy in selection_accuracy(rows, heads, backbone.cfg.dim).items():
         table.add_row(name, *(_cell(accuracy[n]) for n in SIZES))
-    trained_on = [p for c in cards for p in c.get("data", {}).get("labels", [])]
-    for path in labels:
-        results, note = held_out([r for _, r in RunStore.existing(path).items()], trained_on)
-        fill_missing_states(results, loaded, model)
+    for path, results, note in held:
         features, targets, _ = training_rows(results, "prm", backbone.cfg.dim)
         for name, head in heads.items():
             with torch.no_grad():

@@ -44,14 +44,13 @@ static void block_rows(const float* x, const int8_t* wb, const float* scale, flo
     }
 }
 
-// One tile of `rows` rows against blocks [g, g + n): whole groups of 4 / rows blocks, then one at a time.
+// One tile of `rows` rows against blocks [g, g + n): one row 4 blocks at a time, two rows 2, then one by one.
 static void tile(int64_t rows, const float* x, const int8_t* wd, const float* sd, float* y, int64_t I, int64_t O,
                  int64_t g, int64_t n) {
-    const int64_t group = rows == 1 ? 4 : rows == 2 ? 2 : 1;
-    for (int64_t end = g + n; g < end;) {
+    for (const int64_t end = g + n; g < end;) {
         const int8_t* wb = wd + g * 16 * I;
-        if (g + group <= end && group == 4) { block_rows<1, 4>(x, wb, sd, y, I, O, g * 16); g += 4; continue; }
-        if (g + group <= end && group == 2) { block_rows<2, 2>(x, wb, sd, y, I, O, g * 16); g += 2; continue; }
+        if (rows == 1 && g + 4 <= end) { block_rows<1, 4>(x, wb, sd, y, I, O, g * 16); g += 4; continue; }
+        if (rows == 2 && g + 2 <= end) { block_rows<2, 2>(x, wb, sd, y, I, O, g * 16); g += 2; continue; }
         switch (rows) {
             case 1: block_rows<1, 1>(x, wb, sd, y, I, O, g * 16); break;
             case 2: block_rows<2, 1>(x, wb, sd, y, I, O, g * 16); break;
