@@ -185,7 +185,7 @@ def test_a_verifier_that_knows_the_right_solution_beats_majority_in_selection() 
     with torch.no_grad():
         head.net.weight.fill_(1.0)
         head.net.bias.zero_()
-    accuracy = selection_accuracy([row], {"prm": head}, 4)
+    accuracy = selection_accuracy([row], {"prm": (head, "last")}, 4)
     assert accuracy["majority"][4] == [0.0] and accuracy["best-of-N, prm"][4] == [1.0]
     assert accuracy["pass@N (oracle)"][16] == [1.0] and accuracy["weighted best-of-N, prm"][16] == [1.0]
 
@@ -229,6 +229,7 @@ def test_label_train_and_search_with_the_head_from_the_command_line(tmp_path: Pa
     (tmp_path / "samples.jsonl").write_text(json.dumps({"id": question.id, "prompt": bare[0]["prompt"],
                                                         "samples": bare[0]["samples"]}) + "\n")
     judged = ponder("prm", "eval", str(head), "--labels", str(tmp_path / "bare.db"),
-                    "--samples", str(tmp_path / "samples.jsonl"))
+                    "--samples", str(tmp_path / "samples.jsonl"), "--aggregate", "last", "--aggregate", "min")
     assert judged.returncode == 0, judged.stderr
-    assert "step AUC" in judged.stdout and "best-of-N" in judged.stdout
+    assert "step AUC" in judged.stdout and "best-of-N" in judged.stdout and "(min)" in judged.stdout
+    assert "--aggregate 'median'" in error_line(ponder("prm", "eval", str(head), "--aggregate", "median"))

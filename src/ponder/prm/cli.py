@@ -103,8 +103,14 @@ def evaluate(
     samples: Annotated[Path, typer.Option(help="Scored samples from benchmarks/bench_search.py (JSONL).")] = Path(
         "runs/search.jsonl"),
     labels: Annotated[list[Path] | None, typer.Option(help="Held-out label stores, for step AUC.")] = None,
+    aggregate: Annotated[list[str] | None, typer.Option(
+        help="How a PRM's step scores make a candidate's: last, min, prod or mean; repeat to compare.")] = None,
 ) -> None:
     """Step AUC on held-out labels; best-of-N and weighted best-of-N with each head vs majority, N = 4, 16."""
     from ponder.prm.evaluate import evaluate_heads
+    from ponder.verify.base import AGGREGATIONS
 
-    out.print(evaluate_heads(heads, samples, labels or []))
+    for how in aggregate or []:
+        if how not in AGGREGATIONS:
+            raise BadParameter(f"unknown --aggregate {how!r}: use one of {', '.join(AGGREGATIONS)}")
+    out.print(evaluate_heads(heads, samples, labels or [], aggregate or ["last"]))

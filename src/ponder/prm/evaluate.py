@@ -8,6 +8,7 @@ against majority voting and the oracle's pass@N, on the first N samples, as the 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from ponder.verify.base import aggregate
 SIZES = (4, 16)
 
 
-def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path]) -> Table:
+def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path], aggregations: Sequence[str] = ("last",)
+                   ) -> Table:
     from ponder.jobs import RunStore
     from ponder.models.loader import load
 
@@ -45,10 +47,13 @@ def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path]) -> Tabl
     # Samples and labels restored from a snapshot (evidence/) come without states: computed here, in one engine.
     fill_missing_states(rows + [r for _, results, _ in held for r in results], loaded, model)
     heads = {f"{c['kind']}:{p.stem}": load_head(p, backbone)[0] for p, c in zip(paths, cards)}
+    # An outcome model judges the final state only; a process model's step scores can be read several ways.
+    judges = {name + ("" if how == "last" else f" ({how})"): (head, how) for (name, head), c in zip(heads.items(), cards)
+              for how in (aggregations if c["kind"] == "prm" else ["last"])}
     table = Table(title=f"learned verifiers on {len(rows)} evaluation questions (16 samples each)")
     for column in ("selection", *(f"N = {n}" for n in SIZES)):
         table.add_column(column)
-    for name, accuracy in selection_accuracy(rows, heads, backbone.cfg.dim).items():
+    for name, accuracy in selection_accuracy(rows, judges, backbone.cfg.dim).items():
         table.add_row(name, *(_cell(accuracy[n]) for n in SIZES))
     for path, results, note in held:
         features, targets, _ = training_rows(results, "prm", backbone.cfg.dim)
@@ -74,9 +79,9 @@ def held_out(results: list[dict[str, Any]], trained_on: list[str]) -> tuple[list
                                               if len(kept) < len(results) else "")
 
 
-def selection_accuracy(rows: list[dict[str, Any]], heads: dict[str, ValueHead], dim: int
+def selection_accuracy(rows: list[dict[str, Any]], judges: dict[str, tuple[ValueHead, str]], dim: int
                        ) -> dict[str, dict[int, list[float]]]:
-    """Per selection rule and N: 1.0 / 0.0 per question."""
+    """Per selection rule and N: 1.0 / 0.0 per question. A judge is a head and how its step scores aggregate."""
     spec, size, seed = EVALUATION_SETS[0]
     tasks = {t.id: t for t in load_tasks(spec, size, seed)}
     out: dict[str, dict[int, list[float]]] = {}
@@ -92,20 +97,20 @@ def selection_accuracy(rows: list[dict[str, Any]], heads: dict[str, ValueHead], 
             first = row["samples"][:n]
             record("majority", n, task.check(majority([Candidate(s["text"], s["answer"]) for s in first])))
             record("pass@N (oracle)", n, any(task.check(s["answer"]) for s in first))
-            for name, head in heads.items():
-                scored = [head_candidate(s, head, dim) for s in first]
+            for name, (head, how) in judges.items():
+                scored = [head_candidate(s, head, dim, how) for s in first]
                 record(f"best-of-N, {name}", n, task.check(best(scored)))
                 record(f"weighted best-of-N, {name}", n, task.check(weighted(scored)))
     return out
 
 
-def head_candidate(sample: dict[str, Any], head: ValueHead, dim: int) -> Candidate:
-    """A stored sample judged by a head from its stored states (the last step's score is the candidate's)."""
+def head_candidate(sample: dict[str, Any], head: ValueHead, dim: int, how: str = "last") -> Candidate:
+    """A stored sample judged by a head from its stored states, its step scores aggregated `how`."""
     if not sample.get("step_ends"):
         return Candidate(sample["text"], sample["answer"], [], 0.0)
     with torch.no_grad():
         scores = head.probability(decode_states(sample["states"], dim)).tolist()
-    return Candidate(sample["text"], sample["answer"], scores, aggregate(scores, "last"))
+    return Candidate(sample["text"], sample["answer"], scores, aggregate(scores, how))
 
 
 def _cell(values: list[float]) -> str:
