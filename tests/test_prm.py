@@ -25,7 +25,7 @@ from ponder.prm.evaluate import held_out, selection_accuracy
 from ponder.prm.features import decode_states, encode_states, fill_missing_states, fill_states, training_rows
 from ponder.prm.head import ValueHead, fingerprint, load_head, save_head
 from ponder.prm.label import LabelSettings, label_question
-from ponder.prm.train import TrainSettings, auc, train_head
+from ponder.prm.train import TrainSettings, auc, cross_validate, train_head
 from ponder.verify.base import step_token_ends
 from ponder.prm.verifier import LearnedVerifier
 from ponder.tasks import EVALUATION_SETS, load_tasks
@@ -82,6 +82,11 @@ def test_training_on_a_separable_set_reaches_an_auc_above_0_95() -> None:
     assert chance["val_auc"] < 0.65
     with pytest.raises(BadParameter, match="all 1500 labels are 0: nothing to tell apart"):  # a hard set's labels
         train_head(x, torch.zeros(len(y)), [f"q{i // 10}" for i in range(len(y))])
+    folds = cross_validate(x, y, [f"q{i // 10}" for i in range(len(y))], 3, TrainSettings(hidden=32))
+    assert len(folds) == 3 and min(folds) > 0.95
+    assert max(cross_validate(x, shuffled, [f"q{i // 10}" for i in range(len(y))], 3, TrainSettings(hidden=32))) < 0.65
+    with pytest.raises(BadParameter, match="cannot cross-validate 3 questions over 2 folds"):
+        cross_validate(x, y, ["q0", "q1", "q2"] * 500, 2)
 
 
 def test_states_round_trip_and_training_rows_follow_the_kind() -> None:

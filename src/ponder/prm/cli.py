@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import statistics
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -61,6 +62,8 @@ def train(
     kind: Annotated[str, typer.Option(help="prm: every step, Monte Carlo labels; orm: the final state, "
                                            "correctness.")] = "prm",
     hidden: Annotated[int, typer.Option(help="Hidden units (0: logistic regression).")] = 256,
+    folds: Annotated[int, typer.Option(help="Also report the AUC cross-validated over this many parts of the "
+                                            "questions (0: not).")] = 0,
     seed: int = 0,
 ) -> None:
     """Train a value head on the frozen policy's states at step ends."""
@@ -68,7 +71,7 @@ def train(
     from ponder.models.loader import load
     from ponder.prm.features import fill_missing_states, training_rows
     from ponder.prm.head import fingerprint, save_head
-    from ponder.prm.train import TrainSettings, train_head
+    from ponder.prm.train import TrainSettings, cross_validate, train_head
 
     stores = [RunStore.existing(path) for path in labels]
     models = {s.settings["model"] for s in stores}
@@ -86,8 +89,14 @@ def train(
         out.print(f"computed the states of {filled} samples stored without them (one pass each)")
     features, targets, groups = training_rows(results, kind, base.cfg.dim)
     settings = TrainSettings(hidden=hidden, seed=seed)
+    if folds:
+        with err.status(f"cross-validating over {folds} parts of the questions"):
+            aucs = cross_validate(features, targets, groups, folds, settings)
+        out.print(f"cross-validated AUC {statistics.mean(aucs):.3f} (folds: {', '.join(f'{a:.2f}' for a in aucs)})")
     with err.status(f"training a {kind} head on {len(targets)} rows"):
         head, metrics = train_head(features, targets, groups, settings)
+    if folds:
+        metrics |= {"cv_auc": statistics.mean(aucs), "cv_fold_aucs": aucs}
     card = {"kind": kind, "base": {"model": model, "fingerprint": fingerprint(base)},
             "data": {"labels": [str(p) for p in labels], "questions": len(results), "rows": len(targets),
                      "labelling": [s.settings for s in stores]},

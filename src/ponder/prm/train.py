@@ -81,6 +81,27 @@ def train_head(features: Tensor, labels: Tensor, groups: list[str], settings: Tr
     return head, metrics
 
 
+def cross_validate(features: Tensor, labels: Tensor, groups: list[str], folds: int,
+                   settings: TrainSettings = TrainSettings()) -> list[float]:
+    """AUC on each of `folds` parts of the questions, by a head trained on the rest (itself early-stopped on
+    a split of the rest, so no fold chooses its own stopping point). One validation split of a few dozen
+    questions is noisy; the spread across folds says how much."""
+    names = sorted(set(groups))
+    if folds < 2 or len(names) - -(-len(names) // folds) < 2:  # each fold's head trains and stops on 2 others
+        raise BadParameter(f"cannot cross-validate {len(names)} questions over {folds} folds: use 2 or more folds, "
+                           "each leaving at least 2 questions outside it")
+    random.Random(settings.seed).shuffle(names)
+    aucs = []
+    for k in range(folds):
+        held = set(names[k::folds])
+        test = torch.tensor([g in held for g in groups])
+        rest = (~test).nonzero().squeeze(1).tolist()
+        head, _ = train_head(features[~test], labels[~test], [groups[i] for i in rest], settings)
+        with torch.no_grad():
+            aucs.append(auc(head(features[test].float()), labels[test]))
+    return aucs
+
+
 @torch.no_grad()
 def evaluate_loss(head: ValueHead, x: Tensor, y: Tensor) -> float:
     head.eval()
