@@ -21,7 +21,7 @@ from ponder.engine.sampling import SamplingParams
 from ponder.errors import BadParameter
 from ponder.jobs import RunStore, run_all
 from ponder.models.loader import LoadedModel
-from ponder.prm.evaluate import held_out, selection_accuracy
+from ponder.prm.evaluate import answer_auc, held_out, selection_accuracy
 from ponder.prm.features import decode_states, encode_states, fill_missing_states, fill_states, training_rows
 from ponder.prm.head import ValueHead, fingerprint, load_head, save_head
 from ponder.prm.label import LabelSettings, label_question
@@ -193,6 +193,10 @@ def test_a_verifier_that_knows_the_right_solution_beats_majority_in_selection() 
     accuracy = selection_accuracy([row], {"prm": (head, "last")}, 4)
     assert accuracy["majority"][4] == [0.0] and accuracy["best-of-N, prm"][4] == [1.0]
     assert accuracy["pass@N (oracle)"][16] == [1.0] and accuracy["weighted best-of-N, prm"][16] == [1.0]
+    assert answer_auc([row], {"prm": (head, "last")}, 4) == {"prm": (1.0, 1.0)}
+    with torch.no_grad():
+        head.net.weight.fill_(-1.0)  # a judge that prefers the wrong answers
+    assert answer_auc([row], {"prm": (head, "last")}, 4) == {"prm": (0.0, 0.0)}
 
 
 @pytest.mark.slow
@@ -237,4 +241,5 @@ def test_label_train_and_search_with_the_head_from_the_command_line(tmp_path: Pa
                     "--samples", str(tmp_path / "samples.jsonl"), "--aggregate", "last", "--aggregate", "min")
     assert judged.returncode == 0, judged.stderr
     assert "step AUC" in judged.stdout and "best-of-N" in judged.stdout and "(min)" in judged.stdout
+    assert "answer AUC of prm:head" in judged.stdout
     assert "--aggregate 'median'" in error_line(ponder("prm", "eval", str(head), "--aggregate", "median"))

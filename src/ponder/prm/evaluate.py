@@ -46,18 +46,22 @@ def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path], aggrega
     held = [(path, *held_out([r for _, r in RunStore.existing(path).items()], trained_on)) for path in labels]
     # Samples and labels restored from a snapshot (evidence/) come without states: computed here, in one engine.
     fill_missing_states(rows + [r for _, results, _ in held for r in results], loaded, model)
-    heads = {f"{c['kind']}:{p.stem}": load_head(p, backbone)[0] for p, c in zip(paths, cards)}
-    # An outcome model judges the final state only; a process model's step scores can be read several ways.
-    judges = {name + ("" if how == "last" else f" ({how})"): (head, how) for (name, head), c in zip(heads.items(), cards)
-              for how in (aggregations if c["kind"] == "prm" else ["last"])}
+    heads = {f"{c['kind']}:{p.stem}": (load_head(p, backbone)[0], c["kind"]) for p, c in zip(paths, cards)}
+    judges = {}  # an outcome model judges the final state only; a process model's steps can be read several ways
+    for name, (head, kind) in heads.items():
+        judges |= {name + ("" if how == "last" else f" ({how})"): (head, how)
+                   for how in (aggregations if kind == "prm" else ["last"])}
     table = Table(title=f"learned verifiers on {len(rows)} evaluation questions (16 samples each)")
     for column in ("selection", *(f"N = {n}" for n in SIZES)):
         table.add_column(column)
     for name, accuracy in selection_accuracy(rows, judges, backbone.cfg.dim).items():
         table.add_row(name, *(_cell(accuracy[n]) for n in SIZES))
+    for name, (pooled, within) in answer_auc(rows, judges, backbone.cfg.dim).items():
+        table.add_row(f"answer AUC of {name} on the samples: pooled, within a question", f"{pooled:.3f}",
+                      f"{within:.3f}")
     for path, results, note in held:
         features, targets, _ = training_rows(results, "prm", backbone.cfg.dim)
-        for name, head in heads.items():
+        for name, (head, _) in heads.items():
             with torch.no_grad():
                 table.add_row(f"step AUC of {name} on {path.name} ({note})", f"{auc(head(features), targets):.3f}", "")
     return table
@@ -82,17 +86,14 @@ def held_out(results: list[dict[str, Any]], trained_on: list[str]) -> tuple[list
 def selection_accuracy(rows: list[dict[str, Any]], judges: dict[str, tuple[ValueHead, str]], dim: int
                        ) -> dict[str, dict[int, list[float]]]:
     """Per selection rule and N: 1.0 / 0.0 per question. A judge is a head and how its step scores aggregate."""
-    spec, size, seed = EVALUATION_SETS[0]
-    tasks = {t.id: t for t in load_tasks(spec, size, seed)}
+    tasks = _evaluation_tasks(rows)
     out: dict[str, dict[int, list[float]]] = {}
 
     def record(name: str, n: int, right: bool) -> None:
         out.setdefault(name, {}).setdefault(n, []).append(float(right))
 
     for row in rows:
-        task = tasks.get(row["id"])
-        if task is None:
-            raise BadParameter(f"sample row {row['id']} is not an evaluation question: use the benchmark's samples")
+        task = tasks[row["id"]]
         for n in SIZES:
             first = row["samples"][:n]
             record("majority", n, task.check(majority([Candidate(s["text"], s["answer"]) for s in first])))
@@ -101,6 +102,27 @@ def selection_accuracy(rows: list[dict[str, Any]], judges: dict[str, tuple[Value
                 scored = [head_candidate(s, head, dim, how) for s in first]
                 record(f"best-of-N, {name}", n, task.check(best(scored)))
                 record(f"weighted best-of-N, {name}", n, task.check(weighted(scored)))
+    return out
+
+
+def answer_auc(rows: list[dict[str, Any]], judges: dict[str, tuple[ValueHead, str]], dim: int
+               ) -> dict[str, tuple[float, float]]:
+    """Per judge, how well its candidate scores tell right answers from wrong: over all samples (which also
+    rewards knowing which questions are hard) and, averaged over questions with both, among one question's
+    samples (what best-of-N needs)."""
+    tasks = _evaluation_tasks(rows)
+    out = {}
+    for name, (head, how) in judges.items():
+        pooled_scores, pooled_right, within = [], [], []
+        for row in rows:
+            task = tasks[row["id"]]
+            scores = torch.tensor([head_candidate(s, head, dim, how).score for s in row["samples"]])
+            right = torch.tensor([float(task.check(s["answer"])) for s in row["samples"]])
+            pooled_scores.append(scores)
+            pooled_right.append(right)
+            if 0 < right.sum() < len(right):
+                within.append(auc(scores, right))
+        out[name] = (auc(torch.cat(pooled_scores), torch.cat(pooled_right)), mean(within) if within else float("nan"))
     return out
 
 
@@ -116,3 +138,12 @@ def head_candidate(sample: dict[str, Any], head: ValueHead, dim: int, how: str =
 def _cell(values: list[float]) -> str:
     low, high = bootstrap_interval(values)
     return f"{mean(values):.2f} ({low:.2f}-{high:.2f})"
+
+
+def _evaluation_tasks(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The evaluation questions by id; refused if a sample row is not one of them."""
+    spec, size, seed = EVALUATION_SETS[0]
+    tasks = {t.id: t for t in load_tasks(spec, size, seed)}
+    if stray := next((row["id"] for row in rows if row["id"] not in tasks), None):
+        raise BadParameter(f"sample row {stray} is not an evaluation question: use the benchmark's samples")
+    return tasks
