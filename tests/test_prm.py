@@ -82,9 +82,14 @@ def test_training_on_a_separable_set_reaches_an_auc_above_0_95() -> None:
     assert chance["val_auc"] < 0.65
     with pytest.raises(BadParameter, match="all 1500 labels are 0: nothing to tell apart"):  # a hard set's labels
         train_head(x, torch.zeros(len(y)), [f"q{i // 10}" for i in range(len(y))])
-    folds = cross_validate(x, y, [f"q{i // 10}" for i in range(len(y))], 3, TrainSettings(hidden=32))
-    assert len(folds) == 3 and min(folds) > 0.95
-    assert max(cross_validate(x, shuffled, [f"q{i // 10}" for i in range(len(y))], 3, TrainSettings(hidden=32))) < 0.65
+    folds, stops = cross_validate(x, y, [f"q{i // 10}" for i in range(len(y))], 3, TrainSettings(hidden=32))
+    assert len(folds) == len(stops) == 3 and min(folds) > 0.95 and min(stops) >= 1
+    noise, _ = cross_validate(x, shuffled, [f"q{i // 10}" for i in range(len(y))], 3, TrainSettings(hidden=32))
+    assert max(noise) < 0.65
+    epochs = sorted(stops)[1]  # as `prm train --folds` does: every question, the folds' median epochs
+    refit, metrics = train_head(x, y, [f"q{i // 10}" for i in range(len(y))], TrainSettings(hidden=32), epochs)
+    assert metrics["epochs"] == epochs and metrics["train_rows"] == len(y) and "val_auc" not in metrics
+    assert auc(refit(x), y) > 0.95
     with pytest.raises(BadParameter, match="cannot cross-validate 3 questions over 2 folds"):
         cross_validate(x, y, ["q0", "q1", "q2"] * 500, 2)
 

@@ -62,8 +62,9 @@ def train(
     kind: Annotated[str, typer.Option(help="prm: every step, Monte Carlo labels; orm: the final state, "
                                            "correctness.")] = "prm",
     hidden: Annotated[int, typer.Option(help="Hidden units (0: logistic regression).")] = 256,
-    folds: Annotated[int, typer.Option(help="Also report the AUC cross-validated over this many parts of the "
-                                            "questions (0: not).")] = 0,
+    folds: Annotated[int, typer.Option(help="Cross-validate over this many parts of the questions, then train "
+                                            "on all of them for the folds' median epochs (0: one validation "
+                                            "split, early stopping).")] = 0,
     seed: int = 0,
 ) -> None:
     """Train a value head on the frozen policy's states at step ends."""
@@ -89,21 +90,24 @@ def train(
         out.print(f"computed the states of {filled} samples stored without them (one pass each)")
     features, targets, groups = training_rows(results, kind, base.cfg.dim)
     settings = TrainSettings(hidden=hidden, seed=seed)
+    epochs = None
     if folds:
         with err.status(f"cross-validating over {folds} parts of the questions"):
-            aucs = cross_validate(features, targets, groups, folds, settings)
-        out.print(f"cross-validated AUC {statistics.mean(aucs):.3f} (folds: {', '.join(f'{a:.2f}' for a in aucs)})")
+            aucs, stops = cross_validate(features, targets, groups, folds, settings)
+        epochs = round(statistics.median(stops))
     with err.status(f"training a {kind} head on {len(targets)} rows"):
-        head, metrics = train_head(features, targets, groups, settings)
+        head, metrics = train_head(features, targets, groups, settings, epochs)
     if folds:
-        metrics |= {"cv_auc": statistics.mean(aucs), "cv_fold_aucs": aucs}
+        metrics |= {"cv_auc": statistics.mean(aucs), "cv_fold_aucs": aucs, "cv_fold_epochs": stops}
     card = {"kind": kind, "base": {"model": model, "fingerprint": fingerprint(base)},
             "data": {"labels": [str(p) for p in labels], "questions": len(results), "rows": len(targets),
                      "labelling": [s.settings for s in stores]},
             "settings": settings.__dict__, "metrics": metrics, "command": shlex.join(["ponder", *sys.argv[1:]])}
     save_head(out_path, head, card)
-    out.print(f"{kind} head: validation AUC {metrics['val_auc']:.3f} (train {metrics['train_auc']:.3f}), "
-              f"{metrics['epochs']} epochs, {len(targets)} rows from {len(results)} questions: {out_path}")
+    validation = (f"cross-validated AUC {metrics['cv_auc']:.3f} (folds {', '.join(f'{a:.2f}' for a in aucs)})"
+                  if folds else f"validation AUC {metrics['val_auc']:.3f}")
+    out.print(f"{kind} head: {validation} (train {metrics['train_auc']:.3f}), {metrics['epochs']} epochs, "
+              f"{len(targets)} rows from {len(results)} questions: {out_path}")
 
 
 @app.command("eval")

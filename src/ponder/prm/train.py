@@ -39,9 +39,11 @@ def split_by_group(groups: list[str], val_fraction: float, seed: int) -> tuple[T
     return ~val, val
 
 
-def train_head(features: Tensor, labels: Tensor, groups: list[str], settings: TrainSettings = TrainSettings()
-               ) -> tuple[ValueHead, dict[str, float]]:
-    """A head fitted to (features [N, dim], labels [N] in [0, 1]); metrics on the held-out questions."""
+def train_head(features: Tensor, labels: Tensor, groups: list[str], settings: TrainSettings = TrainSettings(),
+               epochs: int | None = None) -> tuple[ValueHead, dict[str, float]]:
+    """A head fitted to (features [N, dim], labels [N] in [0, 1]), early-stopped on a validation split of the
+    questions, with metrics on it; or, given `epochs` (as cross-validation chose), trained on every question
+    for exactly that many epochs."""
     if len(features) != len(labels) or len(labels) != len(groups) or len(labels) < 2:
         raise BadParameter(f"need as many labels as feature rows, at least 2 (got {len(features)} rows, "
                            f"{len(labels)} labels, {len(groups)} groups)")
@@ -49,57 +51,66 @@ def train_head(features: Tensor, labels: Tensor, groups: list[str], settings: Tr
         raise BadParameter(f"all {len(labels)} labels are {labels[0].item():g}: nothing to tell apart; label more "
                            "questions (or harder and easier ones)")
     torch.manual_seed(settings.seed)
-    train, val = split_by_group(groups, settings.val_fraction, settings.seed)
-    if not val.any():
-        raise BadParameter("validation needs questions of its own: label at least 2 questions")
+    if epochs is None:
+        train, val = split_by_group(groups, settings.val_fraction, settings.seed)
+        if not val.any():
+            raise BadParameter("validation needs questions of its own: label at least 2 questions")
+    else:
+        train, val = torch.ones(len(labels), dtype=torch.bool), torch.zeros(len(labels), dtype=torch.bool)
     x, y = features.float(), labels.float()
     head = ValueHead(x.shape[1], settings.hidden)
     head.mean.copy_(x[train].mean(0))
     head.std.copy_(x[train].std(0).clamp(min=1e-6))
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    best, best_state, waited, epochs = float("inf"), None, 0, 0
+    best, best_state, best_epoch, waited = float("inf"), None, 0, 0
     order = torch.Generator().manual_seed(settings.seed)
     rows = train.nonzero().squeeze(1)
-    for epochs in range(1, settings.max_epochs + 1):
+    for epoch in range(1, (epochs or settings.max_epochs) + 1):
         head.train()
         for batch in rows[torch.randperm(len(rows), generator=order)].split(settings.batch_size):
             loss = F.binary_cross_entropy_with_logits(head(x[batch]), y[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        if epochs is not None:
+            continue
         val_loss = evaluate_loss(head, x[val], y[val])
         if val_loss < best - 1e-5:
-            best, best_state, waited = val_loss, {k: v.clone() for k, v in head.state_dict().items()}, 0
+            best, best_epoch, waited = val_loss, epoch, 0
+            best_state = {k: v.clone() for k, v in head.state_dict().items()}
         elif (waited := waited + 1) >= settings.patience:
             break
-    head.load_state_dict(best_state)
+    if best_state is not None:
+        head.load_state_dict(best_state)
     head.eval()
     with torch.no_grad():
-        metrics = {"train_loss": evaluate_loss(head, x[train], y[train]), "val_loss": best,
-                   "val_auc": auc(head(x[val]), y[val]), "train_auc": auc(head(x[train]), y[train]),
-                   "train_rows": int(train.sum()), "val_rows": int(val.sum()), "epochs": epochs}
+        metrics = {"train_loss": evaluate_loss(head, x[train], y[train]), "train_auc": auc(head(x[train]), y[train]),
+                   "train_rows": int(train.sum()), "epochs": epochs or best_epoch}
+        if epochs is None:
+            metrics |= {"val_loss": best, "val_auc": auc(head(x[val]), y[val]), "val_rows": int(val.sum())}
     return head, metrics
 
 
 def cross_validate(features: Tensor, labels: Tensor, groups: list[str], folds: int,
-                   settings: TrainSettings = TrainSettings()) -> list[float]:
-    """AUC on each of `folds` parts of the questions, by a head trained on the rest (itself early-stopped on
-    a split of the rest, so no fold chooses its own stopping point). One validation split of a few dozen
-    questions is noisy; the spread across folds says how much."""
+                   settings: TrainSettings = TrainSettings()) -> tuple[list[float], list[int]]:
+    """AUC on each of `folds` parts of the questions by a head trained on the rest (itself early-stopped on
+    a split of the rest, so no fold chooses its own stopping point), and the epoch each head stopped at.
+    One validation split of a few dozen questions is noisy; the spread across folds says how much."""
     names = sorted(set(groups))
     if folds < 2 or len(names) - -(-len(names) // folds) < 2:  # each fold's head trains and stops on 2 others
         raise BadParameter(f"cannot cross-validate {len(names)} questions over {folds} folds: use 2 or more folds, "
                            "each leaving at least 2 questions outside it")
     random.Random(settings.seed).shuffle(names)
-    aucs = []
+    aucs, epochs = [], []
     for k in range(folds):
         held = set(names[k::folds])
         test = torch.tensor([g in held for g in groups])
         rest = (~test).nonzero().squeeze(1).tolist()
-        head, _ = train_head(features[~test], labels[~test], [groups[i] for i in rest], settings)
+        head, metrics = train_head(features[~test], labels[~test], [groups[i] for i in rest], settings)
         with torch.no_grad():
             aucs.append(auc(head(features[test].float()), labels[test]))
-    return aucs
+        epochs.append(metrics["epochs"])
+    return aucs, epochs
 
 
 @torch.no_grad()
