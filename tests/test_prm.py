@@ -246,5 +246,5 @@ def test_label_train_and_search_with_the_head_from_the_command_line(tmp_path: Pa
                     "--samples", str(tmp_path / "samples.jsonl"), "--aggregate", "last", "--aggregate", "min")
     assert judged.returncode == 0, judged.stderr
     assert "step AUC" in judged.stdout and "best-of-N" in judged.stdout and "(min)" in judged.stdout
-    assert "answer AUC of prm:head" in judged.stdout
+    assert "answer AUC, prm" in judged.stdout
     assert "--aggregate 'median'" in error_line(ponder("prm", "eval", str(head), "--aggregate", "median"))

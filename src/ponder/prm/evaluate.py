@@ -46,7 +46,9 @@ def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path], aggrega
     held = [(path, *held_out([r for _, r in RunStore.existing(path).items()], trained_on)) for path in labels]
     # Samples and labels restored from a snapshot (evidence/) come without states: computed here, in one engine.
     fill_missing_states(rows + [r for _, results, _ in held for r in results], loaded, model)
-    heads = {f"{c['kind']}:{p.stem}": (load_head(p, backbone)[0], c["kind"]) for p, c in zip(paths, cards)}
+    kinds = [c["kind"] for c in cards]
+    unique = len(set(kinds)) == len(kinds)  # then "prm" and "orm" name them
+    heads = {kind if unique else f"{kind}:{p.stem}": (load_head(p, backbone)[0], kind) for p, kind in zip(paths, kinds)}
     judges = {}  # an outcome model judges the final state only; a process model's steps can be read several ways
     for name, (head, kind) in heads.items():
         judges |= {name + ("" if how == "last" else f" ({how})"): (head, how)
@@ -57,13 +59,12 @@ def evaluate_heads(paths: list[Path], samples: Path, labels: list[Path], aggrega
     for name, accuracy in selection_accuracy(rows, judges, backbone.cfg.dim).items():
         table.add_row(name, *(_cell(accuracy[n]) for n in SIZES))
     for name, (pooled, within) in answer_auc(rows, judges, backbone.cfg.dim).items():
-        table.add_row(f"answer AUC of {name} on the samples: pooled, within a question", f"{pooled:.3f}",
-                      f"{within:.3f}")
+        table.add_row(f"answer AUC, {name}: all | per question", f"{pooled:.3f}", f"{within:.3f}")
     for path, results, note in held:
         features, targets, _ = training_rows(results, "prm", backbone.cfg.dim)
         for name, (head, _) in heads.items():
             with torch.no_grad():
-                table.add_row(f"step AUC of {name} on {path.name} ({note})", f"{auc(head(features), targets):.3f}", "")
+                table.add_row(f"step AUC, {name}: {path.stem}, {note}", f"{auc(head(features), targets):.3f}", "")
     return table
 
 
