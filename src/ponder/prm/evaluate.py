@@ -87,7 +87,7 @@ def held_out(results: list[dict[str, Any]], trained_on: list[str]) -> tuple[list
 def selection_accuracy(rows: list[dict[str, Any]], judges: dict[str, tuple[ValueHead, str]], dim: int
                        ) -> dict[str, dict[int, list[float]]]:
     """Per selection rule and N: 1.0 / 0.0 per question. A judge is a head and how its step scores aggregate."""
-    tasks = _evaluation_tasks(rows)
+    tasks = evaluation_tasks(rows)
     out: dict[str, dict[int, list[float]]] = {}
 
     def record(name: str, n: int, right: bool) -> None:
@@ -111,7 +111,7 @@ def answer_auc(rows: list[dict[str, Any]], judges: dict[str, tuple[ValueHead, st
     """Per judge, how well its candidate scores tell right answers from wrong: over all samples (which also
     rewards knowing which questions are hard) and, averaged over questions with both, among one question's
     samples (what best-of-N needs)."""
-    tasks = _evaluation_tasks(rows)
+    tasks = evaluation_tasks(rows)
     out = {}
     for name, (head, how) in judges.items():
         pooled_scores, pooled_right, within = [], [], []
@@ -141,7 +141,7 @@ def _cell(values: list[float]) -> str:
     return f"{mean(values):.2f} ({low:.2f}-{high:.2f})"
 
 
-def _evaluation_tasks(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def evaluation_tasks(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The evaluation questions by id; refused if a sample row is not one of them."""
     spec, size, seed = EVALUATION_SETS[0]
     tasks = {t.id: t for t in load_tasks(spec, size, seed)}
