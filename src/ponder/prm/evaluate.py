@@ -95,14 +95,15 @@ def selection_accuracy(rows: list[dict[str, Any]], judges: dict[str, tuple[Value
 
     for row in rows:
         task = tasks[row["id"]]
+        judged = {name: [head_candidate(s, head, dim, how) for s in row["samples"][:max(SIZES)]]
+                  for name, (head, how) in judges.items()}  # once per sample; each N reads the first N
         for n in SIZES:
             first = row["samples"][:n]
             record("majority", n, task.check(majority([Candidate(s["text"], s["answer"]) for s in first])))
             record("pass@N (oracle)", n, any(task.check(s["answer"]) for s in first))
-            for name, (head, how) in judges.items():
-                scored = [head_candidate(s, head, dim, how) for s in first]
-                record(f"best-of-N, {name}", n, task.check(best(scored)))
-                record(f"weighted best-of-N, {name}", n, task.check(weighted(scored)))
+            for name, scored in judged.items():
+                record(f"best-of-N, {name}", n, task.check(best(scored[:n])))
+                record(f"weighted best-of-N, {name}", n, task.check(weighted(scored[:n])))
     return out
 
 
