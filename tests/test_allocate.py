@@ -200,3 +200,16 @@ def test_ponder_eval_runs_auto_live_as_a_cell_of_its_grid(tmp_path: Path) -> Non
         with_auto(rows, [made])
     with pytest.raises(BadParameter, match="unknown strategy 'telepathy'.*auto"):
         GridSettings(("telepathy",), (4,))
+
+
+def test_the_policy_shipped_for_the_default_model_is_usable_and_calibrated_off_its_evaluation_fold() -> None:
+    from ponder.allocate import POLICIES, fold_of, shipped_policy
+    from ponder.models.registry import DEFAULT_MODEL
+    from ponder.prm.verifier import HEADS
+
+    policy = shipped_policy(DEFAULT_MODEL)
+    assert policy.model == DEFAULT_MODEL and (POLICIES / f"{DEFAULT_MODEL}.json").is_file()
+    assert (HEADS / f"{DEFAULT_MODEL}.{policy.verifier}.safetensors").is_file()  # its verifier ships too
+    assert sorted(policy.table) == [1, 2, 3, 4, 5] and len(policy.thresholds) == 4
+    # Made with `--folds 2 --hold-out 0`: the README judges it on fold 0, so it never saw one of those.
+    assert policy.calibrated_on and all(fold_of(q, 2) == 1 for q in policy.calibrated_on)

@@ -130,7 +130,7 @@ def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: in
     def estimate(c: Cell) -> float:
         return (c.accuracy * c.questions + everywhere[c.key] * prior) / (c.questions + prior)
 
-    table = {b: {n: _best([c for c in cells if c.difficulty_bin == b] or overall, n * unit, unit, probe, estimate)
+    table = {b: {n: _best([c for c in cells if c.difficulty_bin == b] or overall, n * unit, unit, min(probe, n), estimate)
                  for n in budgets} for b in range(1, bins + 1)}  # a bin that ties left empty: all questions
     return Policy(settings["model"], settings["verifier"], probe, thresholds, unit, table,
                   {k: settings[k] for k in ("temperature", "max_tokens", "width") if k in settings} | {"prior": prior},
@@ -198,7 +198,8 @@ def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
 
 
 def _best(cells: list[Cell], limit: float, unit: float, probe: int, estimate: Callable[[Cell], float]) -> Choice:
-    """The cell estimated most accurate (the cheaper among equals) whose cost, probe included, fits the limit."""
+    """The cell estimated most accurate (the cheaper among equals) whose cost, probe included, fits the limit.
+    probe: the samples auto draws first at this budget (never more than the budget, as in AutoStrategy)."""
     def cost(c: Cell) -> float:  # a pooled strategy reuses the probe; any other pays for it on top
         return max(c.flops, probe * unit) if c.strategy in POOLED else c.flops + probe * unit
 
