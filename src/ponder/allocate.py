@@ -130,8 +130,9 @@ def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: in
     def estimate(c: Cell) -> float:
         return (c.accuracy * c.questions + everywhere[c.key] * prior) / (c.questions + prior)
 
-    table = {b: {n: _best([c for c in cells if c.difficulty_bin == b] or overall, n * unit, unit, min(probe, n), estimate)
-                 for n in budgets} for b in range(1, bins + 1)}  # a bin that ties left empty: all questions
+    table = {b: {n: _best([c for c in cells if c.difficulty_bin == b] or overall, n * unit, unit, min(probe, n),
+                          estimate) for n in budgets}
+             for b in range(1, bins + 1)}  # a bin that ties left empty: all questions
     return Policy(settings["model"], settings["verifier"], probe, thresholds, unit, table,
                   {k: settings[k] for k in ("temperature", "max_tokens", "width") if k in settings} | {"prior": prior},
                   sorted(predicted))
