@@ -82,7 +82,23 @@ def test_ponder_solve_prints_the_answer_candidates_and_spend() -> None:
     (["--strategy", "beam", "--n", "6"], "multiple of width"),
     (["--temperature", "-1"], "temperature"),
     (["--strategy", "bon", "--verifier", "oracle"], "unknown verifier"),
+    (["--strategy", "auto"], "no allocation policy ships for no-such-model"),
 ])
 def test_ponder_solve_refuses_bad_settings_in_one_line(args: list[str], message: str) -> None:
     # A model that does not exist: the settings are refused before anything is loaded (or found missing).
     assert message in error_line(ponder("solve", "What is 2 + 3?", "--model", "no-such-model", *args))
+
+
+def test_auto_without_a_policy_runs_the_policy_and_verifier_shipped_for_the_default_model() -> None:
+    from ponder.allocate import shipped_policy
+    from ponder.models.registry import DEFAULT_MODEL
+
+    ponder_model(DEFAULT_MODEL)
+    done = ponder("solve", "What is 2 + 3?", "--strategy", "auto", "--n", "1", "--max-tokens", "64", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    policy = shipped_policy(DEFAULT_MODEL)
+    choice = policy.table[result["settings"]["bin"]][1]  # budget 1: the probe is the only sample
+    assert result["strategy"] == "auto" and result["settings"]["choice"]["strategy"] == choice.strategy
+    assert result["settings"]["bin"] == policy.bin_of(result["settings"]["predicted"])
+    assert len(result["candidates"]) == 1 and 0 < result["candidates"][0]["score"] < 1  # the PRM judged it

@@ -121,7 +121,7 @@ def solve(
     question: Annotated[str, typer.Argument(help="The question to think hard about.")],
     model: Annotated[str, typer.Option(help="Model name, hf:ORG/REPO, .gguf file or checkpoint folder.")] = "",
     strategy: Annotated[str, typer.Option(help="greedy, majority, bon, weighted_bon, beam, lookahead, dvts, "
-                                               "revisions.")] = "majority",
+                                               "revisions, auto.")] = "majority",
     n: Annotated[int, typer.Option(help="Samples, beams or attempts.")] = 8,
     width: Annotated[int | None, typer.Option(help="beam, lookahead, dvts: children per kept beam "
                                                     "(default 4; n must be a multiple).")] = None,
@@ -133,7 +133,8 @@ def solve(
     backend: Annotated[str, typer.Option(help="native, native-fp32, llamacpp or vllm (a GPU).")] = "native",
     temperature: Temperature = 0.4, max_tokens: MaxTokens = 512, seed: Seed = 0,
     budget_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens in all.")] = None,
-    policy: Annotated[str | None, typer.Option(help="auto: the allocation policy (from `ponder allocate`).")] = None,
+    policy: Annotated[str | None, typer.Option(help="auto: the allocation policy (from `ponder allocate`; default: "
+                                                    "the one shipped for the model).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
     tree: Annotated[bool, typer.Option(help="Print the search tree (beam, lookahead, dvts).")] = False,
 ) -> None:
@@ -152,8 +153,10 @@ def solve(
     settings = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
     if width is not None:
         settings["width"] = width
-    if strategy == "auto":
-        settings["policy"] = policy
+    if strategy == "auto":  # a missing or unreadable policy is said before the model loads
+        from ponder.allocate import shipped_policy
+
+        settings["policy"] = policy or shipped_policy(model or DEFAULT_MODEL)
     make_strategy(strategy, n, **settings)  # bad settings fail before the slow load
     if verifier is not None:
         check_verifier_name(verifier)
