@@ -63,6 +63,13 @@ for run in search-prm ladder; do
     $PONDER allocate runs/$run.db --folds 2 --hold-out 0 --out runs/$run-policy-0.json
     $PONDER allocate runs/$run.db --folds 2 --hold-out 1 --out runs/$run-policy-1.json
 done
+# The policy that ships for the default model: calibrated on fold 1 of the gsm grid, judged on fold 0.
+POLICY=src/ponder/policies/qwen2.5-coder-0.5b-instruct.json
+[ -f $POLICY ] || cp runs/search-prm-policy-0.json $POLICY
+# The same samples judged by the ORM instead (seconds), and how auto moves with the allocation's settings.
+$PY benchmarks/bench_search.py --questions 100 --no-beam --summary --head orm --out runs/search-prm.jsonl \
+    --grid runs/search-orm.db > /dev/null
+$PY benchmarks/allocation_sweep.py runs/search-prm.db runs/search-orm.db runs/ladder.db | tee runs/allocation-sweep.txt
 # The README shows the figures from docs/figures/.
 $PONDER report runs/search-prm.db --policy runs/search-prm-policy-0.json --policy runs/search-prm-policy-1.json \
     --compare runs/gsm-1.5b.db --figures docs/figures/gsm-prm
