@@ -213,3 +213,24 @@ def test_the_policy_shipped_for_the_default_model_is_usable_and_calibrated_off_i
     assert sorted(policy.table) == [1, 2, 3, 4, 5] and len(policy.thresholds) == 4
     # Made with `--folds 2 --hold-out 0`: the README judges it on fold 0, so it never saw one of those.
     assert policy.calibrated_on and all(fold_of(q, 2) == 1 for q in policy.calibrated_on)
+
+
+def test_the_policy_chooses_among_variants_of_a_strategy_and_auto_runs_the_one_chosen() -> None:
+    rows = calibration_rows()
+    for i, row in enumerate(rows):  # on the hard half, only beam with 2 children a beam finds the answer
+        row["results"]["beam:width=2@16"] = {"correct": i >= 10, "flops": 16e9 + 2e9, "tokens": 1600, "seconds": 16}
+        row["results"]["beam@16"]["correct"] = False
+    roomy = build_policy(rows, SETTINGS | {"budgets": [4, 64]}, probe=4, bins=2, prior=0)
+    assert (roomy.table[2][64].strategy, roomy.table[2][64].n) == ("beam:width=2", 16)
+    assert roomy.table[1][64].strategy == "majority"
+
+    def tree(run) -> list[tuple]:
+        return [(node.parent, node.depth, node.text, node.state) for node in run.tree]
+
+    hard = ScriptedVerifier({}, default=0.3)
+    policy = hand_policy(Choice("majority", 8, 1.0, 8.0), Choice("beam:width=2", 8, 1.0, 12.0))
+    chosen = AutoStrategy(policy, n=8).run(Search(ScriptedGenerator(SPLIT), task("7"), None, hard))
+    assert chosen.settings["choice"]["strategy"] == "beam:width=2"
+    alone = {w: make_strategy("beam", 8, width=w).run(Search(ScriptedGenerator(SPLIT), task("7"), None, hard))
+             for w in (2, 4)}
+    assert tree(chosen) == tree(alone[2]) != tree(alone[4])  # width 2, not the policy's grid width of 4

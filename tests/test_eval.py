@@ -277,3 +277,21 @@ def test_eval_report_allocate_and_auto_on_real_weights(tmp_path: Path) -> None:
                   "--budgets", "2", "--max-tokens", "32", "--out", str(auto_run))
     assert done.returncode == 0, done.stderr
     assert all({"majority@2", "auto@2"} <= set(item["results"]) for _, item in RunStore.existing(auto_run).items())
+
+
+def test_a_grid_runs_variants_of_a_strategy_apart_each_as_it_runs_alone() -> None:
+    grid = GridSettings(("majority", "beam", "beam:width=2", "revisions:length=2"), (2, 4), verifier="scripted")
+    assert grid.runs() == ["majority@2", "majority@4", "beam@4", "beam:width=2@2", "beam:width=2@4",
+                           "revisions:length=2@2", "revisions:length=2@4", "pass@2", "pass@4"]
+    item = ScriptedEvalJob(grid)("3#1")
+    for spec, n in (("beam:width=2", 4), ("beam", 4), ("revisions:length=2", 4)):
+        tree = {"width": GRID.width} if spec.startswith("beam") else {}
+        alone = make_strategy(spec, n, seed=1, temperature=grid.temperature, max_tokens=grid.max_tokens,
+                              **tree).run(
+            Search(ScriptedGenerator(SPLIT), task(3), None, ScriptedVerifier(GOOD_STEPS)))
+        assert item["results"][f"{spec}@{n}"]["answer"] == alone.answer
+        assert item["results"][f"{spec}@{n}"]["flops"] == pytest.approx(alone.spend.flops), spec
+    with pytest.raises(BadParameter, match="only the tree strategies and revisions take settings"):
+        GridSettings(("majority:temperature=1",), (4,))
+    with pytest.raises(BadParameter, match="wdith"):
+        GridSettings(("beam:wdith=2",), (4,), verifier="scripted")

@@ -92,3 +92,18 @@ def test_strategies_that_need_a_verifier_say_so() -> None:
         make_strategy("telepathy")
     with pytest.raises(BadParameter, match="temperature"):
         run("majority", SPLIT, temperature=-1.0)
+
+
+def test_a_strategy_variant_carries_settings_of_its_own_which_win() -> None:
+    from ponder.specs import split_specs
+
+    assert make_strategy("beam:width=2", 8, width=4).width == 2
+    look = make_strategy("lookahead:width=2,lookahead=1", 4)
+    assert (look.width, look.lookahead, look.n) == (2, 1, 4)
+    assert make_strategy("revisions:length=2", 8).length == 2
+    assert split_specs("greedy, beam:width=2,max_steps=8,revisions:length=2") == (
+        "greedy", "beam:width=2,max_steps=8", "revisions:length=2")
+    with pytest.raises(BadParameter, match="strategy beam:wdith=2: .*wdith"):
+        make_strategy("beam:wdith=2", 8)
+    with pytest.raises(BadParameter, match="bad setting 'width' in 'beam:width'"):
+        make_strategy("beam:width", 8)

@@ -6,7 +6,9 @@ accuracy and cost. Difficulty is predicted without the answer: the verifier's me
 few probe samples, cut at the calibration questions' quantiles. For each bin and budget (in units of
 one sample's FLOPs), the policy keeps the most accurate cell that fits. At run time (`AutoStrategy`)
 the probe samples are drawn and scored first, charged to the budget, and reused as the first samples
-of a pooled strategy (majority, best-of-N), whose seeded forks they are.
+of a pooled strategy (majority, best-of-N), whose seeded forks they are. A strategy's settings are
+chosen with it where the calibration grid ran variants of it ("beam:width=2" beside "beam", "revisions:
+length=2" for the ratio of sequential to parallel samples).
 
 `replay` computes what `auto` would have done on a stored grid item, exactly, without running it: the
 probes are the pool's first samples, and whatever it chooses is a cell of the same grid. So an
@@ -27,9 +29,10 @@ from typing import Any
 
 from ponder.engine.protocol import Sequence
 from ponder.errors import BadParameter
-from ponder.eval.grid import POOLED
+from ponder.eval.grid import POOLED, TREES
 from ponder.eval.metrics import Cell, summarize
 from ponder.search.base import Sampling, Search, SearchResult
+from ponder.specs import parse_spec
 from ponder.stats import mean
 
 POLICY_VERSION = 1
@@ -243,8 +246,8 @@ class AutoStrategy:
             given: dict[str, Any] = {"max_tokens": self.sampling.max_tokens}
             if choice.strategy != "greedy":
                 given |= {"temperature": self.sampling.temperature, "seed": self.sampling.seed}
-            if "width" in self.policy.settings and choice.strategy in ("beam", "lookahead", "dvts"):
-                given["width"] = self.policy.settings["width"]
+            if "width" in self.policy.settings and parse_spec(choice.strategy)[0] in TREES:
+                given["width"] = self.policy.settings["width"]  # the grid's; a variant's own wins
             result = make_strategy(choice.strategy, choice.n, **given).run(search)
             result.strategy = self.name
         result.settings = {"n": self.n, **settings}

@@ -25,7 +25,9 @@ def evaluate(
     out_path: Annotated[Path, typer.Option("--out", help="The run's SQLite store (resumed if it exists).")],
     model: Annotated[str, typer.Option(help="The policy.")] = "qwen2.5-coder-0.5b-instruct",
     strategies: Annotated[str, typer.Option(help="Comma-separated: greedy, majority, bon, weighted_bon, beam, "
-                                                 "lookahead, dvts, revisions, auto.")] = "greedy,majority",
+                                                 "lookahead, dvts, revisions, auto; variants of the tree "
+                                                 "strategies and revisions with settings of their own: "
+                                                 "beam:width=2, revisions:length=2.")] = "greedy,majority",
     budgets: Annotated[str, typer.Option(help="Budgets n (samples, beams), comma-separated.")] = "1,4,16",
     seeds: Annotated[int, typer.Option(help="Seeds per question.")] = 1,
     size: Annotated[int, typer.Option(help="Questions.")] = 100,
@@ -42,13 +44,14 @@ def evaluate(
     """Run a grid of strategies x budgets x seeds over a task set; every result in one SQLite store."""
     from ponder.eval.grid import EvalJob, GridSettings
     from ponder.jobs import RunStore, run_all
+    from ponder.specs import split_specs
     from ponder.verify import check_verifier_name
 
     if seeds < 1:
         raise BadParameter(f"seeds must be at least 1, not {seeds}")
     if verifier is not None:  # before the model loads (GridSettings takes scripted verifiers too, for tests)
         check_verifier_name(verifier)
-    grid = GridSettings(tuple(s.strip() for s in strategies.split(",") if s.strip()),
+    grid = GridSettings(split_specs(strategies),
                         _numbers(budgets, "budgets"), verifier, temperature, max_tokens, width,
                         str(policy.resolve()) if policy else None)
     if "auto" in grid.strategies:  # a missing or unreadable policy is said before the model loads

@@ -5,7 +5,9 @@ weighted best-of-N at every budget n read the first n of one seeded pool of max(
 scored once. Seeds follow each sample's fork index, so those first n are exactly the samples a run
 with budget n would draw: the reuse changes no result, only the cost of the grid. Each budget's
 spend is what its own n samples cost: the prompt once, their generated tokens, and their share of
-the verifier's work. Tree strategies (beam, lookahead, DVTS) and revisions run once per budget.
+the verifier's work. Tree strategies (beam, lookahead, DVTS) and revisions run once per budget, each
+variant of them apart ("beam:width=2", "revisions:length=2"): an allocation policy then chooses among
+their settings too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ponder.engine.protocol import Generator
 from ponder.errors import BadParameter
 from ponder.search import STRATEGIES, make_strategy, solve
 from ponder.search.base import Candidate, Sampling, Search, best, majority, weighted
+from ponder.specs import parse_spec
 from ponder.tasks.base import Task
 from ponder.verify import make_verifier
 from ponder.verify.base import Verifier
@@ -39,15 +42,25 @@ class GridSettings:
     policy: str | None = None  # for auto: an allocation policy's path (None: the one shipped for the model)
 
     def __post_init__(self) -> None:
-        for name in self.strategies:
+        for spec in self.strategies:
+            name, own = parse_spec(spec)
             if name not in STRATEGIES and name != "auto":
                 raise BadParameter(f"unknown strategy {name!r}: use some of {', '.join(STRATEGIES)}, auto")
+            if own and name in ("greedy", "auto", *POOLED):
+                raise BadParameter(f"{spec}: only the tree strategies and revisions take settings in a grid "
+                                   "(the pooled ones read one pool of samples drawn with the grid's)")
+            if own:
+                make_strategy(spec, self.width_of(spec) if name in TREES else None)  # bad settings fail now
         if not self.budgets or min(self.budgets) < 1:
             raise BadParameter(f"budgets must be positive numbers of samples, not {list(self.budgets)}")
-        needs = [s for s in self.strategies if s not in ("greedy", "majority", "revisions", "auto")]
+        needs = [s for s in self.strategies if parse_spec(s)[0] not in ("greedy", "majority", "revisions", "auto")]
         if needs and self.verifier is None:
             raise BadParameter(f"{', '.join(needs)} need a verifier: give one with --verifier")
         Sampling(temperature=self.temperature, max_tokens=self.max_tokens)  # bad values fail before a model loads
+
+    def width_of(self, spec: str) -> int:
+        """A tree strategy's children per kept beam: its own setting, else the grid's."""
+        return parse_spec(spec)[1].get("width", self.width)
 
     def to_dict(self) -> dict[str, Any]:
         """As a run records it (no policy key unless auto has one: the stores of runs before auto still resume)."""
@@ -59,7 +72,8 @@ class GridSettings:
         for name in self.strategies:
             if name == "greedy":
                 continue
-            cells += [f"{name}@{n}" for n in self.budgets if name not in TREES or n % self.width == 0]
+            tree = parse_spec(name)[0] in TREES
+            cells += [f"{name}@{n}" for n in self.budgets if not tree or n % self.width_of(name) == 0]
         if any(s in POOLED for s in self.strategies):
             cells += [f"pass@{n}" for n in self.budgets]
         return cells
@@ -87,8 +101,8 @@ def run_item(generator: Generator, task: Task, seed: int, grid: GridSettings,
             if f"{name}@{n}" not in grid.runs():
                 continue
             settings: dict[str, Any] = {"temperature": grid.temperature, "max_tokens": grid.max_tokens, "seed": seed}
-            if name in TREES:
-                settings["width"] = grid.width
+            if parse_spec(name)[0] in TREES:
+                settings["width"] = grid.width  # a variant's own width wins (make_strategy)
             start = time.perf_counter()
             if name == "auto":  # judged by the grid's verifier if it has one, else by the policy's own
                 run = solve(generator, task, "auto", n, verifier, Budget(), policy=grid.policy, **settings)

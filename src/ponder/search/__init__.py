@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from ponder.budget import Budget
 from ponder.engine.protocol import Generator
 from ponder.errors import BadParameter
+from ponder.specs import parse_spec
 from ponder.search.base import Sampling, Search, SearchResult
 from ponder.search.beam import BeamSearch
 from ponder.search.best_of_n import BestOfN
@@ -39,15 +40,18 @@ STRATEGIES: dict[str, tuple[type, dict[str, Any]]] = {  # and "auto" (see `make_
 SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "step_tokens", "seed")
 
 
-def make_strategy(name: str, n: int | None = None, **settings: Any) -> Strategy:
-    """A strategy by name with budget n; settings are its fields or sampling ones (temperature, ...);
-    "auto" takes a `policy` (a Policy or the path of one, see `ponder.allocate`)."""
+def make_strategy(spec: str, n: int | None = None, **settings: Any) -> Strategy:
+    """A strategy by name with budget n; settings are its fields or sampling ones (temperature, ...). The
+    name may carry settings of its own, which win: "beam:width=2", "revisions:length=2" (a variant, as an
+    evaluation grid and an allocation policy name one). "auto" takes a `policy` (a Policy or the path of
+    one, see `ponder.allocate`)."""
+    name, own = parse_spec(spec)
     if name == "auto":
         return _auto(n, **settings)
     if name not in STRATEGIES:
         raise BadParameter(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
     cls, preset = STRATEGIES[name]
-    merged = {**preset, **{k: v for k, v in settings.items() if v is not None}}
+    merged = {**preset, **{k: v for k, v in settings.items() if v is not None}, **own}
     sampling = {k.removeprefix("sampling_"): merged.pop(k) for k in list(merged)
                 if k.removeprefix("sampling_") in SAMPLING_FIELDS}
     if n is not None and name != "greedy":
@@ -55,7 +59,7 @@ def make_strategy(name: str, n: int | None = None, **settings: Any) -> Strategy:
     try:
         return cls(sampling=Sampling(**sampling), **merged)
     except TypeError as e:
-        raise BadParameter(f"strategy {name}: {e}") from None
+        raise BadParameter(f"strategy {spec}: {e}") from None
 
 
 def _auto(n: int | None, policy: Any = None, **settings: Any) -> Strategy:

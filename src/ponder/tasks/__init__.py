@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from ponder.errors import BadParameter
+from ponder.specs import parse_spec
 from ponder.tasks.answers import (
     MATH_SYSTEM_PROMPT,
     answers_equivalent,
@@ -78,11 +79,11 @@ def load_tasks(spec: str, size: int, seed: int) -> list[Task]:
         return _sample(load_humaneval(), size, seed)
     if spec.lower().endswith(".jsonl"):
         return _sample(load_jsonl(spec), size, seed)
-    name, _, settings = spec.partition(":")
+    name, settings = parse_spec(spec)
     if name == "chain_sum_ladder":
-        return _ladder(spec, size, seed, _parse_settings(spec, settings))
+        return _ladder(spec, size, seed, settings)
     if name in reasoning_gym_names():
-        return load_reasoning_gym(name, size, seed, **_parse_settings(spec, settings))
+        return load_reasoning_gym(name, size, seed, **settings)
     raise BadParameter(
         f"unknown task set {spec!r}: use humaneval, a .jsonl file of questions, or a reasoning-gym "
         f"dataset name such as gsm_symbolic (list them with {FIND_NAMES})"
@@ -113,25 +114,3 @@ def _sample(tasks: Sequence[T], size: int, seed: int) -> list[T]:
     if size >= len(tasks):
         return list(tasks)
     return [tasks[i] for i in sorted(random.Random(seed).sample(range(len(tasks)), size))]
-
-
-def _parse_settings(spec: str, settings: str) -> dict[str, Any]:
-    """ "terms=3,digits=2" -> {"terms": 3, "digits": 2}: ints, floats and true/false become values."""
-    parsed: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in settings.split(","))):
-        key, eq, value = (s.strip() for s in item.partition("="))
-        if not eq or not key:
-            raise BadParameter(f"bad setting {item!r} in {spec!r}: write name:key=value,key=value")
-        parsed[key] = _value(value)
-    return parsed
-
-
-def _value(text: str) -> Any:
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
