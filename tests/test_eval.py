@@ -280,8 +280,9 @@ def test_eval_report_allocate_and_auto_on_real_weights(tmp_path: Path) -> None:
 
 
 def test_a_grid_runs_variants_of_a_strategy_apart_each_as_it_runs_alone() -> None:
-    grid = GridSettings(("majority", "beam", "beam:width=2", "revisions:length=2"), (2, 4), verifier="scripted")
-    assert grid.runs() == ["majority@2", "majority@4", "beam@4", "beam:width=2@2", "beam:width=2@4",
+    grid = GridSettings(("majority", "beam", "beam:width=2", "revisions", "revisions:length=2"), (2, 4),
+                        verifier="scripted")
+    assert grid.runs() == ["majority@2", "majority@4", "beam@4", "beam:width=2@2", "beam:width=2@4", "revisions@4",
                            "revisions:length=2@2", "revisions:length=2@4", "pass@2", "pass@4"]
     item = ScriptedEvalJob(grid)("3#1")
     for spec, n in (("beam:width=2", 4), ("beam", 4), ("revisions:length=2", 4)):

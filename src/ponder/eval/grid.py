@@ -22,6 +22,7 @@ from ponder.engine.protocol import Generator
 from ponder.errors import BadParameter
 from ponder.search import STRATEGIES, make_strategy, solve
 from ponder.search.base import Candidate, Sampling, Search, best, majority, weighted
+from ponder.search.revise import Revisions
 from ponder.specs import parse_spec
 from ponder.tasks.base import Task
 from ponder.verify import make_verifier
@@ -50,7 +51,7 @@ class GridSettings:
                 raise BadParameter(f"{spec}: only the tree strategies and revisions take settings in a grid "
                                    "(the pooled ones read one pool of samples drawn with the grid's)")
             if own:
-                make_strategy(spec, self.width_of(spec) if name in TREES else None)  # bad settings fail now
+                make_strategy(spec, self.step_of(spec))  # bad settings fail now
         if not self.budgets or min(self.budgets) < 1:
             raise BadParameter(f"budgets must be positive numbers of samples, not {list(self.budgets)}")
         needs = [s for s in self.strategies if parse_spec(s)[0] not in ("greedy", "majority", "revisions", "auto")]
@@ -58,22 +59,26 @@ class GridSettings:
             raise BadParameter(f"{', '.join(needs)} need a verifier: give one with --verifier")
         Sampling(temperature=self.temperature, max_tokens=self.max_tokens)  # bad values fail before a model loads
 
-    def width_of(self, spec: str) -> int:
-        """A tree strategy's children per kept beam: its own setting, else the grid's."""
-        return parse_spec(spec)[1].get("width", self.width)
+    def step_of(self, spec: str) -> int:
+        """What a strategy's budget must be a multiple of: a tree's children per kept beam (its own setting,
+        else the grid's), revisions' attempts per chain."""
+        name, own = parse_spec(spec)
+        if name in TREES:
+            return own.get("width", self.width)
+        return own.get("length", Revisions.length) if name == "revisions" else 1
 
     def to_dict(self) -> dict[str, Any]:
         """As a run records it (no policy key unless auto has one: the stores of runs before auto still resume)."""
         return {k: v for k, v in asdict(self).items() if k != "policy" or v is not None}
 
     def runs(self) -> list[str]:
-        """The grid's cells, as result keys ("beam@16"); budgets a tree strategy cannot split are left out."""
+        """The grid's cells, as result keys ("beam@16"); budgets a strategy cannot split (a tree's width,
+        revisions' length) are left out."""
         cells = ["greedy@1"] if "greedy" in self.strategies else []
         for name in self.strategies:
             if name == "greedy":
                 continue
-            tree = parse_spec(name)[0] in TREES
-            cells += [f"{name}@{n}" for n in self.budgets if not tree or n % self.width_of(name) == 0]
+            cells += [f"{name}@{n}" for n in self.budgets if n % self.step_of(name) == 0]
         if any(s in POOLED for s in self.strategies):
             cells += [f"pass@{n}" for n in self.budgets]
         return cells
