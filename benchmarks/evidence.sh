@@ -50,9 +50,10 @@ $PONDER pull qwen2.5-coder-1.5b-instruct
 $PONDER eval --model qwen2.5-coder-1.5b-instruct --task gsm_symbolic --size 100 --strategies greedy,majority \
     --budgets 1,4 --out runs/gsm-1.5b.db
 
-step "6. the chain_sum ladder (5 rungs of known difficulty), every strategy, the arithmetic verifier (issue 6), ~2 h"
-$PONDER eval --task chain_sum_ladder --size 50 --strategies greedy,majority,bon,weighted_bon,beam --budgets 1,4,16 \
-    --verifier arithmetic --out runs/ladder.db
+step "6. the chain_sum ladder (5 rungs of known difficulty), every strategy, the arithmetic verifier (issue 6), ~3 h"
+# Revisions (chains of 4 attempts, each seeing the earlier ones) against parallel samples: the sequential ratio.
+$PONDER eval --task chain_sum_ladder --size 50 --strategies greedy,majority,bon,weighted_bon,beam,revisions \
+    --budgets 1,4,16 --verifier arithmetic --out runs/ladder.db
 
 step "7. the 1.5B model on the ladder, greedy and majority (issue 6), ~1 h"
 $PONDER eval --model qwen2.5-coder-1.5b-instruct --task chain_sum_ladder --size 50 --strategies greedy,majority \
