@@ -296,3 +296,19 @@ def test_a_grid_runs_variants_of_a_strategy_apart_each_as_it_runs_alone() -> Non
         GridSettings(("majority:temperature=1",), (4,))
     with pytest.raises(BadParameter, match="wdith"):
         GridSettings(("beam:wdith=2",), (4,), verifier="scripted")
+
+
+def test_auto_is_set_against_best_of_n_at_its_largest_n_per_bin() -> None:
+    from ponder.eval.compare import auto_against_best_of_n
+    from ponder.eval.metrics import Cell
+
+    def cell(strategy: str, n: int, accuracy: float, difficulty_bin: int | None = None) -> Cell:
+        return Cell(strategy, n, accuracy, accuracy, accuracy, n * 1e9 + 1e9, n * 100.0, 1.0, 10, difficulty_bin)
+
+    cells = [cell("bon", 4, 0.5), cell("bon", 16, 0.6), cell("auto", 4, 0.6), cell("auto", 16, 0.7),
+             cell("bon", 16, 0.9, 1), cell("auto", 4, 0.9, 1)]
+    table = auto_against_best_of_n(cells, bins=1).splitlines()
+    assert table[0] == "| baseline | bin | its accuracy | auto@4 | auto@16 |"
+    assert "| bon@16 | all | 0.60 | 0.60 (+0.00) at 0.29 | 0.70 (+0.10) at 1.00 |" in table
+    assert "| bon@16 | 1 | 0.90 | 0.90 (+0.00) at 0.29 |  |" in table  # auto@16 absent in that bin
+    assert not any(line.startswith("| weighted_bon") for line in table)  # no such cells: no rows

@@ -1,4 +1,8 @@
-"""The equal-FLOPs comparison: a small model that thinks harder against a larger one, per difficulty bin.
+"""The comparisons the allocation is judged by: `auto` against best-of-N, and a small model that thinks
+harder against a larger one at equal FLOPs, per difficulty bin.
+
+Against best-of-N (Snell et al.'s efficiency claim): per bin, each auto@n's accuracy, its difference from
+best-of-N at the largest n, and its FLOPs as a share of best-of-N's.
 
 Inference view: for each of the larger model's cells (greedy, majority at n), the small model's
 strategy at the largest budget whose FLOPs per question fit within that cell's. Taking the largest
@@ -33,6 +37,26 @@ def largest_within(cells: list[Cell], strategy: str, limit: float, difficulty_bi
 def token_multiplier(n_small: float, n_large: float, ratio: float) -> float:
     """k: how many times the larger model's inference tokens the small one may spend at equal total FLOPs."""
     return (n_large * (6 + 2 * ratio) - 6 * n_small) / (2 * ratio * n_small)
+
+
+def auto_against_best_of_n(cells: list[Cell], bins: int, baselines: tuple[str, ...] = ("bon", "weighted_bon"),
+                           strategy: str = "auto") -> str:
+    """Markdown: per baseline and bin, best-of-N at its largest n, and each auto@n beside it as "accuracy
+    (difference) at its share of the baseline's FLOPs"."""
+    budgets = sorted({c.n for c in cells if c.strategy == strategy})
+    lines = ["| baseline | bin | its accuracy | " + " | ".join(f"{strategy}@{n}" for n in budgets) + " |",
+             "|---|---|---|" + "---|" * len(budgets)]
+    for name in baselines:
+        for b in [None, *range(1, bins + 1)]:
+            here = [c for c in cells if c.difficulty_bin == b]
+            base = max((c for c in here if c.strategy == name), key=lambda c: c.n, default=None)
+            if base is None:
+                continue
+            mine = {c.n: c for c in here if c.strategy == strategy}
+            lines.append(_row([base.key, "all" if b is None else b, f"{base.accuracy:.2f}"] + [
+                f"{mine[n].accuracy:.2f} ({mine[n].accuracy - base.accuracy:+.2f}) at {mine[n].flops / base.flops:.2f}"
+                if n in mine else "" for n in budgets]))
+    return "\n".join(lines)
 
 
 def equal_flops_table(small: list[Cell], large: list[Cell], small_label: str, large_label: str, bins: int,

@@ -3,8 +3,8 @@
 Figures: accuracy against FLOPs per question (log scale) for each strategy, with the compute-optimal
 frontier; the same per difficulty bin; runs given with --compare (a larger model, say) drawn dashed
 on the same axes and binned by the main run's question difficulty. With `auto` cells (replayed by
-`ponder report --policy`) and a compared run, the table adds the equal-FLOPs comparison (see
-`compare`).
+`ponder report --policy`) the table adds auto against best-of-N, and with a compared run the equal-FLOPs
+comparison (see `compare`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ponder.eval.compare import equal_flops_table, pretraining_table
+from ponder.eval.compare import auto_against_best_of_n, equal_flops_table, pretraining_table
 from ponder.eval.metrics import Cell, frontier, oracle_difficulty, quantile_bins, summarize
 
 
@@ -42,7 +42,10 @@ def _build(main: Run, compared: list[Run], bins: int) -> tuple[str, str, dict[st
     figures |= {f"bin-{b}.png": _figure(cells, b, f"difficulty bin {b} of {bins}{names.get(b, '')}")
                 for b in range(1, bins + 1)}
     table = markdown_table(cells, bins)
-    if compared and any(c.strategy == "auto" for c in cells[main.label]):  # replayed with --policy
+    if any(c.strategy == "auto" for c in cells[main.label]):  # replayed with --policy, or run live
+        table += ("\n\nauto against best-of-N at its largest n (accuracy, difference, FLOPs as a share of "
+                  "best-of-N's):\n\n" + auto_against_best_of_n(cells[main.label], bins))
+    if compared and any(c.strategy == "auto" for c in cells[main.label]):
         for run in compared:
             small, large = cells[main.label], cells[run.label]
             table += (f"\n\nAt equal inference FLOPs per question (difficulty bins of {main.label}'s questions):\n\n"
