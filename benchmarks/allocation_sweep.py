@@ -1,4 +1,4 @@
-"""How much `auto` depends on the allocation's own settings: bins and prior, on a stored grid.
+"""How much `auto` depends on the allocation's own settings: predictor, bins and prior, on a stored grid.
 
 Each setting is judged the way `ponder report --policy` judges the shipped one: the grid's questions
 split into two folds by id, each fold's items replayed by the policy calibrated on the other. The
@@ -18,9 +18,10 @@ from ponder.eval.metrics import Cell, summarize
 from ponder.jobs import RunStore
 
 
-def cross_fold_auto(rows: list[dict], settings: dict, bins: int, prior: float, probe: int) -> list[Cell]:
-    policies = [build_policy([r for r in rows if fold_of(r["question"], 2) != held], settings, probe, bins, prior)
-                for held in (0, 1)]
+def cross_fold_auto(rows: list[dict], settings: dict, bins: int, prior: float, probe: int,
+                    predictor: str) -> list[Cell]:
+    policies = [build_policy([r for r in rows if fold_of(r["question"], 2) != held], settings, probe, bins, prior,
+                             predictor) for held in (0, 1)]
     return [c for c in summarize(with_auto(rows, policies)) if c.strategy == "auto"]
 
 
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--bins", default="1,2,3,5")
     parser.add_argument("--prior", default="0,10,50")
     parser.add_argument("--probe", type=int, default=4)
+    parser.add_argument("--predictor", default="score,agreement")
     args = parser.parse_args()
     for path in args.run:
         store = RunStore.existing(path)
@@ -47,11 +49,12 @@ def main() -> None:
         for key in (f"bon@{top}", f"weighted_bon@{top}", f"majority@{top}", "weighted_bon@4", "majority@4"):
             if key in cells:
                 print(f"  {key:<24} {show(cells[key], unit)}")
-        for bins in (int(b) for b in args.bins.split(",")):
-            for prior in (float(p) for p in args.prior.split(",")):
-                found = cross_fold_auto(rows, store.settings, bins, prior, args.probe)
-                print(f"  auto, bins {bins}, prior {prior:<4g}  "
-                      + "   ".join(f"@{c.n}: {show(c, unit)}" for c in sorted(found, key=lambda c: c.n) if c.n > 1))
+        for predictor in args.predictor.split(","):
+            for bins in (int(b) for b in args.bins.split(",")):
+                for prior in (float(p) for p in args.prior.split(",")):
+                    found = cross_fold_auto(rows, store.settings, bins, prior, args.probe, predictor)
+                    print(f"  auto, {predictor:<9} bins {bins}, prior {prior:<4g}  " + "   ".join(
+                        f"@{c.n}: {show(c, unit)}" for c in sorted(found, key=lambda c: c.n) if c.n > 1))
 
 
 if __name__ == "__main__":

@@ -105,15 +105,17 @@ def test_auto_needs_a_policy_and_a_verifier() -> None:
                                     Choice("beam", 8, 1.0, 12.0)])
 @pytest.mark.parametrize("question", [0, 3])
 @pytest.mark.parametrize("budget", [1, 8])  # at 1, a single probe
+@pytest.mark.parametrize("predictor", ["score", "agreement"])
 def test_replaying_auto_on_a_grid_item_gives_what_running_it_gives(chosen: Choice, question: int,
-                                                                   budget: int) -> None:
+                                                                   budget: int, predictor: str) -> None:
     from ponder.allocate import replay
     from ponder.budget import Budget
     from ponder.search.base import Sampling
     from scripted import GOOD_STEPS
     from scripted_jobs import GRID, ScriptedEvalJob
 
-    policy = Policy("scripted", "scripted", 4, [0.5], 1.0, {1: {8: chosen}, 2: {8: chosen}}, {"width": GRID.width})
+    policy = Policy("scripted", "scripted", 4, [0.5], 1.0, {1: {8: chosen}, 2: {8: chosen}}, {"width": GRID.width},
+                    predictor=predictor)
     row = ScriptedEvalJob()(f"{question}#1")
     replayed = replay(policy, row, budget)
     sampling = Sampling(temperature=GRID.temperature, max_tokens=GRID.max_tokens, seed=1)
@@ -234,3 +236,24 @@ def test_the_policy_chooses_among_variants_of_a_strategy_and_auto_runs_the_one_c
     alone = {w: make_strategy("beam", 8, width=w).run(Search(ScriptedGenerator(SPLIT), task("7"), None, hard))
              for w in (2, 4)}
     assert tree(chosen) == tree(alone[2]) != tree(alone[4])  # width 2, not the policy's grid width of 4
+
+
+def test_difficulty_can_be_predicted_by_the_probes_agreement_where_the_verifier_cannot_tell(tmp_path: Path) -> None:
+    from ponder.allocate import predicted_difficulty
+
+    assert predicted_difficulty([("7", [0.2, 0.9]), ("7", [0.1]), ("8", []), (None, [])], "agreement") == 0.5
+    assert predicted_difficulty([("7", [0.2, 0.9]), ("7", [0.1]), ("8", []), (None, [])], "score") == 0.5
+    assert predicted_difficulty([(None, [])], "agreement") == 0.0
+    with pytest.raises(BadParameter, match="unknown difficulty predictor 'vibes': use score or agreement"):
+        predicted_difficulty([], "vibes")
+    rows = calibration_rows()
+    for i, row in enumerate(rows):  # every probe scored alike; the easy half's agree, the hard half's do not
+        row["pool"] = [{"answer": "7" if i < 10 else str(k), "correct": i < 10, "step_scores": [0.5]}
+                       for k in range(16)]
+    by_score = build_policy(rows, SETTINGS, probe=4, bins=2)
+    assert len(set(by_score.thresholds)) == 1 and by_score.bin_of(0.5) == 1  # one bin holds them all
+    by_agreement = build_policy(rows, SETTINGS, probe=4, bins=2, predictor="agreement")
+    assert by_agreement.thresholds == [1.0] and by_agreement.predictor == "agreement"
+    assert by_agreement.table[1][4].strategy == "majority"  # right on the easy half, where probes agree
+    by_agreement.save(tmp_path / "p.json")
+    assert Policy.load(tmp_path / "p.json") == by_agreement

@@ -2,13 +2,14 @@
 
 Snell et al.'s policy, made usable at run time. A calibration run of the evaluation grid (on
 questions disjoint from those it will be judged on) gives, per difficulty bin, each strategy's
-accuracy and cost. Difficulty is predicted without the answer: the verifier's mean final score on a
-few probe samples, cut at the calibration questions' quantiles. For each bin and budget (in units of
-one sample's FLOPs), the policy keeps the most accurate cell that fits. At run time (`AutoStrategy`)
-the probe samples are drawn and scored first, charged to the budget, and reused as the first samples
-of a pooled strategy (majority, best-of-N), whose seeded forks they are. A strategy's settings are
-chosen with it where the calibration grid ran variants of it ("beam:width=2" beside "beam", "revisions:
-length=2" for the ratio of sequential to parallel samples).
+accuracy and cost. Difficulty is predicted without the answer from a few probe samples, cut at the
+calibration questions' quantiles: by the verifier's mean final score on them (`score`, Snell et al.'s),
+or by how many of them give their most common answer (`agreement`, which needs no verifier). For each
+bin and budget (in units of one sample's FLOPs), the policy keeps the most accurate cell that fits. At
+run time (`AutoStrategy`) the probe samples are drawn and scored first, charged to the budget, and
+reused as the first samples of a pooled strategy (majority, best-of-N), whose seeded forks they are.
+A strategy's settings are chosen with it where the calibration grid ran variants of it ("beam:width=2"
+beside "beam", "revisions:length=2" for the ratio of sequential to parallel samples).
 
 `replay` computes what `auto` would have done on a stored grid item, exactly, without running it: the
 probes are the pool's first samples, and whatever it chooses is a cell of the same grid. So an
@@ -21,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class Policy:
     table: dict[int, dict[int, Choice]]  # bin -> budget n -> choice
     settings: dict[str, Any] = field(default_factory=dict)  # the calibration grid's (width, temperature, ...)
     calibrated_on: list[str] = field(default_factory=list)  # question ids: never evaluate the policy on these
+    predictor: str = "score"  # how the probes predict difficulty: see PREDICTORS
 
     def bin_of(self, predicted: float) -> int:
         return 1 + sum(predicted < t for t in self.thresholds)
@@ -84,7 +86,7 @@ class Policy:
                                f"{POLICY_VERSION}: make it again with `ponder allocate`")
         table = {int(b): {int(n): Choice(**c) for n, c in levels.items()} for b, levels in data["table"].items()}
         return cls(data["model"], data["verifier"], data["probe"], data["thresholds"], data["sample_flops"], table,
-                   data.get("settings", {}), data.get("calibrated_on", []))
+                   data.get("settings", {}), data.get("calibrated_on", []), data.get("predictor", "score"))
 
 
 def shipped_policy(model: str) -> Policy:
@@ -97,13 +99,29 @@ def shipped_policy(model: str) -> Policy:
     return Policy.load(path)
 
 
-def predicted_difficulty(final_scores: list[float]) -> float:
-    """The mean final-step verifier score of the probe samples: high means easy."""
-    return mean(final_scores) if final_scores else 0.0
+def _mean_final_score(probes: list[tuple[str | None, list[float]]]) -> float:
+    finals = [scores[-1] for _, scores in probes if scores]
+    return mean(finals) if finals else 0.0
+
+
+def _agreement(probes: list[tuple[str | None, list[float]]]) -> float:
+    answers = Counter(answer for answer, _ in probes if answer is not None)
+    return answers.most_common(1)[0][1] / len(probes) if answers else 0.0
+
+
+PREDICTORS = {"score": _mean_final_score, "agreement": _agreement}
+
+
+def predicted_difficulty(probes: list[tuple[str | None, list[float]]], predictor: str = "score") -> float:
+    """From the probe samples' (answer, step scores): high means easy. `score`: their mean final-step verifier
+    score; `agreement`: the share of them that give their most common answer (no answer agrees with none)."""
+    if predictor not in PREDICTORS:
+        raise BadParameter(f"unknown difficulty predictor {predictor!r}: use {' or '.join(PREDICTORS)}")
+    return PREDICTORS[predictor](probes)
 
 
 def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: int = 4, bins: int = 5,
-                 prior: float = 10.0) -> Policy:
+                 prior: float = 10.0, predictor: str = "score") -> Policy:
     """The policy a calibration run supports (its pool must have been scored by a verifier).
 
     prior: a bin's accuracies are shrunk toward the whole run's, as if the bin had `prior` more questions
@@ -115,10 +133,9 @@ def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: in
         raise BadParameter("calibration needs a run with a verifier: difficulty is predicted from its scores")
     scores: dict[str, list[float]] = defaultdict(list)
     for row in rows:
-        probed = [s["step_scores"][-1] for s in row["pool"][:probe] if s.get("step_scores")]
-        if not probed:
+        if not any(s.get("step_scores") for s in row["pool"][:probe]):
             raise BadParameter(f"item {row['question']} has no scored pool: calibrate with bon or weighted_bon")
-        scores[row["question"]].append(predicted_difficulty(probed))
+        scores[row["question"]].append(predicted_difficulty(_probes(row, probe), predictor))
     predicted = {q: mean(v) for q, v in scores.items()}
     order = sorted(predicted.values(), reverse=True)
     thresholds = [order[max(0, (k * len(order)) // bins - 1)] for k in range(1, bins)]  # each bin's lowest
@@ -138,7 +155,12 @@ def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: in
              for b in range(1, bins + 1)}  # a bin that ties left empty: all questions
     return Policy(settings["model"], settings["verifier"], probe, thresholds, unit, table,
                   {k: settings[k] for k in ("temperature", "max_tokens", "width") if k in settings} | {"prior": prior},
-                  sorted(predicted))
+                  sorted(predicted), predictor)
+
+
+def _probes(row: dict[str, Any], k: int) -> list[tuple[str | None, list[float]]]:
+    """A grid item's first k pool samples, as probes: (answer, step scores)."""
+    return [(s.get("answer"), s.get("step_scores") or []) for s in row["pool"][:k]]
 
 
 def fold_of(question: str, folds: int) -> int:
@@ -179,8 +201,7 @@ def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
                            f"run the grid with budget {k} and one of them")
 
     k = min(policy.probe, n)  # as AutoStrategy: never more probes than the budget
-    probed = [s["step_scores"][-1] for s in row["pool"][:k] if s.get("step_scores")]
-    predicted = predicted_difficulty(probed)
+    predicted = predicted_difficulty(_probes(row, k), policy.predictor)
     choice = policy.choose(predicted, n)
     cell = results.get(f"{choice.strategy}@{choice.n}")
     if cell is None:
@@ -229,7 +250,8 @@ class AutoStrategy:
         children = Sequence(search.prompt).fork(max(self.n, k))
         probe = search.extend(children[:k], self.sampling.whole())
         probe_scores = search.score(probe)
-        predicted = predicted_difficulty([s[-1] for s in probe_scores if s])
+        answers = [c.answer for c in search.candidates(probe, probe_scores)]
+        predicted = predicted_difficulty(list(zip(answers, probe_scores)), self.policy.predictor)
         choice = self.policy.choose(predicted, self.n)
         settings = {"choice": asdict(choice), "bin": self.policy.bin_of(predicted), "predicted": predicted}
         search.progress(f"predicted difficulty bin {settings['bin']}: {choice.strategy} at n = {choice.n}")

@@ -120,6 +120,9 @@ def allocate(
     folds: Annotated[int, typer.Option(help="Split the run's questions into this many folds (by id).")] = 1,
     hold_out: Annotated[int | None, typer.Option(help="Calibrate on every fold but this one; `ponder report "
                                                       "--policy` then judges auto on it.")] = None,
+    predictor: Annotated[str, typer.Option(help="How the probes predict difficulty: score (the verifier's mean "
+                                                "final score) or agreement (how many give the commonest "
+                                                "answer).")] = "score",
 ) -> None:
     """Make a compute-optimal policy from a calibration run: per difficulty bin and budget, the best strategy."""
     from ponder.allocate import build_policy, fold_of
@@ -131,7 +134,7 @@ def allocate(
     rows = [r for _, r in store.items() if hold_out is None or fold_of(r["question"], folds) != hold_out]
     if prior < 0:
         raise BadParameter(f"--prior must be 0 or more, not {prior}")
-    policy = build_policy(rows, store.settings, probe, bins, prior)
+    policy = build_policy(rows, store.settings, probe, bins, prior, predictor)
     policy.save(out_path)
     for b, levels in sorted(policy.table.items()):
         out.print(f"bin {b}: " + ", ".join(f"n={n}: {c.strategy}@{c.n} ({c.accuracy:.2f})" for n, c in levels.items()))
