@@ -94,7 +94,7 @@ def test_auto_without_a_policy_runs_the_policy_and_verifier_shipped_for_the_defa
     from ponder.models.registry import DEFAULT_MODEL
 
     ponder_model(DEFAULT_MODEL)
-    done = ponder("solve", "What is 2 + 3?", "--strategy", "auto", "--n", "1", "--max-tokens", "64", "--json")
+    done = ponder("solve", "What is 2 + 3?", "--strategy", "auto", "--budget", "1", "--max-tokens", "64", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     policy = shipped_policy(DEFAULT_MODEL)

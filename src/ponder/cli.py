@@ -122,7 +122,8 @@ def solve(
     model: Annotated[str, typer.Option(help="Model name, hf:ORG/REPO, .gguf file or checkpoint folder.")] = "",
     strategy: Annotated[str, typer.Option(help="greedy, majority, bon, weighted_bon, beam, lookahead, dvts, "
                                                "revisions, auto.")] = "majority",
-    n: Annotated[int, typer.Option(help="Samples, beams or attempts.")] = 8,
+    n: Annotated[int, typer.Option("--n", "--budget", help="Samples, beams or attempts (auto: its budget in "
+                                                           "samples).")] = 8,
     width: Annotated[int | None, typer.Option(help="beam, lookahead, dvts: children per kept beam "
                                                     "(default 4; n must be a multiple).")] = None,
     verifier: Annotated[str | None, typer.Option(help="checker, arithmetic, generative, generative-outcome, "
