@@ -233,3 +233,25 @@ def test_ponder_serve_says_where_it_listens_serves_there_and_finishes_work_when_
     finally:
         server.kill()
         server.wait(30)
+
+
+def test_the_default_model_is_served_with_its_shipped_policy_and_learned_verifier() -> None:
+    from fastapi.testclient import TestClient
+
+    from ponder.allocate import shipped_policy
+    from ponder.models.registry import DEFAULT_MODEL
+
+    ponder_model(DEFAULT_MODEL)
+    policy = shipped_policy(DEFAULT_MODEL)  # what `ponder serve` loads when no --policy is given
+    scheduler = Scheduler(open_generator(DEFAULT_MODEL))
+    try:
+        served = TestClient(create_app(scheduler, DEFAULT_MODEL, policy=policy))
+        reply = served.post("/v1/chat/completions", json={
+            "model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 48,
+            "reasoning_effort": "low"}).json()
+    finally:
+        scheduler.close()
+    settings = reply["ponder"]["settings"]
+    assert reply["ponder"]["strategy"] == "auto" and settings["n"] == 4, reply
+    assert settings["choice"]["strategy"] == policy.table[settings["bin"]][4].strategy
+    assert reply["choices"][0]["message"]["content"] and reply["usage"]["flops"] > 0
