@@ -47,10 +47,10 @@ class GridSettings:
             name, own = parse_spec(spec)
             if name not in STRATEGIES and name != "auto":
                 raise BadParameter(f"unknown strategy {name!r}: use some of {', '.join(STRATEGIES)}, auto")
-            if own and name in ("greedy", "auto", *POOLED):
-                raise BadParameter(f"{spec}: only the tree strategies and revisions take settings in a grid "
-                                   "(the pooled ones read one pool of samples drawn with the grid's)")
             if own:
+                if name in ("greedy", "auto", *POOLED):
+                    raise BadParameter(f"{spec}: only the tree strategies and revisions take settings in a grid "
+                                       "(the pooled ones read one pool of samples drawn with the grid's)")
                 make_strategy(spec, self.step_of(spec))  # bad settings fail now
         if not self.budgets or min(self.budgets) < 1:
             raise BadParameter(f"budgets must be positive numbers of samples, not {list(self.budgets)}")
@@ -99,11 +99,12 @@ def run_item(generator: Generator, task: Task, seed: int, grid: GridSettings,
     if pooled := [s for s in grid.strategies if s in POOLED]:
         pool, cells = _pooled(generator, task, grid, pooled, sampling, verifier)
         results |= cells
+    runs = set(grid.runs())
     for name in grid.strategies:
         if name == "greedy" or name in POOLED:
             continue
         for n in grid.budgets:
-            if f"{name}@{n}" not in grid.runs():
+            if f"{name}@{n}" not in runs:
                 continue
             settings: dict[str, Any] = {"temperature": grid.temperature, "max_tokens": grid.max_tokens, "seed": seed}
             if parse_spec(name)[0] in TREES:

@@ -42,10 +42,11 @@ def _build(main: Run, compared: list[Run], bins: int) -> tuple[str, str, dict[st
     figures |= {f"bin-{b}.png": _figure(cells, b, f"difficulty bin {b} of {bins}{names.get(b, '')}")
                 for b in range(1, bins + 1)}
     table = markdown_table(cells, bins)
-    if any(c.strategy == "auto" for c in cells[main.label]):  # replayed with --policy, or run live
+    with_auto = any(c.strategy == "auto" for c in cells[main.label])  # replayed with --policy, or run live
+    if with_auto:
         table += ("\n\nauto against best-of-N at its largest n (accuracy, difference, FLOPs as a share of "
                   "best-of-N's):\n\n" + auto_against_best_of_n(cells[main.label], bins))
-    if compared and any(c.strategy == "auto" for c in cells[main.label]):
+    if compared and with_auto:
         for run in compared:
             small, large = cells[main.label], cells[run.label]
             table += (f"\n\nAt equal inference FLOPs per question (difficulty bins of {main.label}'s questions):\n\n"
