@@ -128,6 +128,14 @@ def test_same_seed_same_tokens(generator: Generator) -> None:
     assert first != [s.tokens for s in generator.sample([prompt], 4, other)[0]]
 
 
+def test_one_seed_draws_differently_for_each_prompt() -> None:
+    # An evaluation samples every question under one seed: sample i must not take the same turn on each.
+    a, b = Sequence((1, 2, 3)).fork(2), Sequence((1, 2, 4)).fork(2)
+    assert a[0].seed_for(0) == Sequence((1, 2, 3)).fork(2)[0].seed_for(0)  # reproducible
+    assert len({a[0].seed_for(0), a[1].seed_for(0), b[0].seed_for(0), b[1].seed_for(0), a[0].seed_for(1)}) == 5
+    assert a[0].seed_for(None) is None
+
+
 def test_stepwise_extension_with_a_stop_string(generator: Generator) -> None:
     prompt = chat(generator, QUESTIONS[1])
     [[whole]] = generator.sample([prompt], 1, SamplingParams(max_tokens=30))

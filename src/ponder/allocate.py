@@ -142,7 +142,10 @@ def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: in
     policy_bins = {q: 1 + sum(value < t for t in thresholds) for q, value in predicted.items()}
     unchoosable = ("pass", "auto")  # the oracle; a policy's own runs, in a grid that evaluated one
     cells = [c for c in summarize(rows, policy_bins) if c.difficulty_bin is not None and c.strategy not in unchoosable]
-    unit = mean([c.flops / c.n for c in cells if c.strategy == "majority"]) or mean([c.flops for c in cells])
+    # One sample's cost, from the pools with the most samples: the first few samples of a seed may run
+    # shorter or longer than the rest, and a budget of n samples must fit majority of n.
+    largest = max((c.n for c in cells if c.strategy in POOLED), default=None)
+    unit = mean([c.flops / c.n for c in cells if c.strategy in POOLED and c.n == largest] or [c.flops for c in cells])
     budgets = sorted(int(n) for n in settings["budgets"])
     overall = [c for c in summarize(rows) if c.strategy not in unchoosable]
     everywhere = {c.key: c.accuracy for c in overall}
@@ -150,8 +153,8 @@ def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: in
     def estimate(c: Cell) -> float:
         return (c.accuracy * c.questions + everywhere[c.key] * prior) / (c.questions + prior)
 
-    table = {b: {n: _best([c for c in cells if c.difficulty_bin == b] or overall, n * unit, unit, min(probe, n),
-                          estimate) for n in budgets}
+    table = {b: {n: _best([c for c in cells if c.difficulty_bin == b] or overall, n, unit, min(probe, n), estimate)
+                 for n in budgets}
              for b in range(1, bins + 1)}  # a bin that ties left empty: all questions
     return Policy(settings["model"], settings["verifier"], probe, thresholds, unit, table,
                   {k: settings[k] for k in ("temperature", "max_tokens", "width") if k in settings} | {"prior": prior},
@@ -222,13 +225,17 @@ def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
             "bin": policy.bin_of(predicted)} | spent
 
 
-def _best(cells: list[Cell], limit: float, unit: float, probe: int, estimate: Callable[[Cell], float]) -> Choice:
-    """The cell estimated most accurate (the cheaper among equals) whose cost, probe included, fits the limit.
-    probe: the samples auto draws first at this budget (never more than the budget, as in AutoStrategy)."""
+def _best(cells: list[Cell], budget: int, unit: float, probe: int, estimate: Callable[[Cell], float]) -> Choice:
+    """The cell estimated most accurate (the cheaper among equals) that fits a budget of `budget` samples of
+    `unit` FLOPs each: a pooled strategy draws at most that many samples, so fits by its n; any other must
+    fit in FLOPs. probe: the samples auto draws first at this budget (never more than it, as in AutoStrategy)."""
     def cost(c: Cell) -> float:  # a pooled strategy reuses the probe; any other pays for it on top
         return max(c.flops, probe * unit) if c.strategy in POOLED else c.flops + probe * unit
 
-    fitting = [c for c in cells if cost(c) <= limit * 1.0001] or [min(cells, key=cost)]
+    def fits(c: Cell) -> bool:
+        return c.n <= budget if c.strategy in POOLED else cost(c) <= budget * unit * 1.0001
+
+    fitting = [c for c in cells if fits(c)] or [min(cells, key=cost)]
     chosen = max(fitting, key=lambda c: (estimate(c), -cost(c), c.n))  # at equal cost, use what is paid for
     return Choice(chosen.strategy, chosen.n, chosen.accuracy, cost(chosen))
 

@@ -9,6 +9,7 @@ recomputing them. Every call charges the generator's `Usage`.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from dataclasses import dataclass, field, replace
 from collections.abc import Iterable
 from typing import Protocol
@@ -42,11 +43,14 @@ class Sequence:
         return [replace(self, branch=self.branch + (i,)) for i in range(n)]
 
     def seed_for(self, base: int | None) -> int | None:
-        """The seed of this sequence's next token: the same whatever else shares its batch."""
+        """The seed of this sequence's next token: the same whatever else shares its batch. The prompt is
+        part of it, so that one seed over many questions does not draw the same numbers for each (on a
+        set of alike questions, sample i would take the same turn on every one of them)."""
         if base is None:
             return None
-        key = f"{base}/{self.branch}/{len(self.tokens)}".encode()
-        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+        key = hashlib.blake2b(array("q", self.prompt).tobytes(), digest_size=8)
+        key.update(f"{base}/{self.branch}/{len(self.tokens)}".encode())
+        return int.from_bytes(key.digest(), "little") >> 1
 
 
 @dataclass
