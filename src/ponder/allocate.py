@@ -5,7 +5,8 @@ questions disjoint from those it will be judged on) gives, per difficulty bin, e
 accuracy and cost. Difficulty is predicted without the answer from a few probe samples, cut at the
 calibration questions' quantiles: by the verifier's mean final score on them (`score`, Snell et al.'s),
 or by how many of them give their most common answer (`agreement`, which needs no verifier). For each
-bin and budget (in units of one sample's FLOPs), the policy keeps the most accurate cell that fits. At
+bin and budget of n samples, the policy keeps the most accurate cell that fits: a pooled strategy at
+most n samples, any other at most n samples' FLOPs, the probes' included. At
 run time (`AutoStrategy`) the probe samples are drawn and scored first, charged to the budget, and
 reused as the first samples of a pooled strategy (majority, best-of-N), whose seeded forks they are.
 A strategy's settings are chosen with it where the calibration grid ran variants of it ("beam:width=2"
