@@ -64,11 +64,9 @@ $PONDER eval --model qwen2.5-coder-1.5b-instruct --task chain_sum_ladder --size 
 
 step "8. allocation across folds, auto replayed, against the 1.5B model (issue 6), minutes"
 # On the ladder the verifier scores every one-line answer 1.0: difficulty comes from the probes' agreement.
-for run in search-prm:score ladder:agreement; do
-    for fold in 0 1; do
-        $PONDER allocate runs/${run%:*}.db --folds 2 --hold-out $fold --predictor ${run#*:} \
-            --out runs/${run%:*}-policy-$fold.json
-    done
+for fold in 0 1; do
+    $PONDER allocate runs/search-prm.db --folds 2 --hold-out $fold --out runs/search-prm-policy-$fold.json
+    $PONDER allocate runs/ladder.db --folds 2 --hold-out $fold --predictor agreement --out runs/ladder-policy-$fold.json
 done
 # The policy that ships for the default model: calibrated on fold 1 of the gsm grid, judged on fold 0.
 POLICY=src/ponder/policies/qwen2.5-coder-0.5b-instruct.json
