@@ -61,6 +61,10 @@ def test_chat_template_and_stop_ids(name: str) -> None:
     assert text.endswith("<|im_start|>assistant\n") and "What is 2 + 2?" in text
     im_end = tokenizer.backend.token_to_id("<|im_end|>")
     assert im_end in tokenizer.stop_ids and tokenizer.eos_id in tokenizer.stop_ids
+    # A reply begun by the caller ("prefix": True) is continued, not closed and answered anew.
+    begun = tokenizer.render_chat([{"role": "user", "content": "What is 2 + 2?"},
+                                   {"role": "assistant", "content": "```python\n", "prefix": True}])
+    assert begun == text + "```python\n"
 
 
 @pytest.mark.parametrize("pre", sorted(PRE_TOKENIZERS))

@@ -138,6 +138,9 @@ def solve(
                                                     "the one shipped for the model).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
     tree: Annotated[bool, typer.Option(help="Print the search tree (beam, lookahead, dvts).")] = False,
+    kind: Annotated[str, typer.Option(help="math (a word problem), code (a Python function signature with a "
+                                           "docstring: the answer is the whole function) or auto (code when "
+                                           "the question is such a function).")] = "auto",
 ) -> None:
     """Answer a question with test-time compute: a strategy, a verifier and a budget."""
     import json
@@ -147,8 +150,7 @@ def solve(
     from ponder.models.registry import DEFAULT_MODEL
     from ponder.search import make_strategy
     from ponder.search import solve as run_search
-    from ponder.tasks.answers import math_messages
-    from ponder.tasks.jsonl import JsonlTask
+    from ponder.tasks import question_task
     from ponder.verify import check_verifier_name
 
     settings = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
@@ -162,7 +164,7 @@ def solve(
     if verifier is not None:
         check_verifier_name(verifier)
     budget = Budget(tokens=budget_tokens)
-    task = JsonlTask("question", math_messages(question), answer or "")
+    task = question_task(question, kind, answer)
     with err.status(f"loading {model or DEFAULT_MODEL}"):
         generator = open_generator(model or DEFAULT_MODEL, backend)
     with err.status(f"{strategy}, n = {n}: thinking") as status:

@@ -100,6 +100,14 @@ def report(
         out.print(f"auto replayed on {len(rows)} of {len(main.rows)} items (the rest calibrated the policies)")
         main = Run(main.label, rows, main.settings)
     others = [load(p) for p in compare or []]
+    if others:  # runs still under way, or of other sizes: compare them on the questions every one holds
+        common = set.intersection(*({r["question"] for r in x.rows} for x in [main, *others]))
+        if not common:
+            raise BadParameter("the runs share no question: compare runs of the same task set")
+        if any(len({r["question"] for r in x.rows}) > len(common) for x in [main, *others]):
+            out.print(f"compared on the {len(common)} questions every run holds")
+        for x in [main, *others]:
+            x.rows = [r for r in x.rows if r["question"] in common]
     labels = [main.label]
     for other, path in zip(others, compare or []):
         if other.label in labels:  # the same model twice (another task, other settings): tell them apart

@@ -139,7 +139,7 @@ def _pooled(generator: Generator, task: Task, grid: GridSettings, strategies: li
         judged = {"tokens": drawn["tokens"] + judging[0] * part, "flops": drawn["flops"] + judging[1] * part,
                   "seconds": drawn["seconds"] + judging[2] * part}
         for name in strategies:
-            answer = POOLED[name](first)
+            answer = POOLED[name](first, task.vote_key)
             cells[f"{name}@{n}"] = {"answer": answer, "correct": task.check(answer)} | (
                 drawn if name == "majority" else judged)
         cells[f"pass@{n}"] = {"answer": None, "correct": any(task.check(c.answer) for c in first)} | drawn

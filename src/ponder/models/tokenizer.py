@@ -89,8 +89,15 @@ class Tokenizer:
                 yield piece
 
     def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The chat as the template writes it. A last assistant message marked `"prefix": True` (as
+        DeepSeek's API marks one) is the start of the reply, for the model to continue: rendered as a
+        finished turn, then cut where its content ends (HF's continue_final_message)."""
         if not self.chat_template:
             raise UnsupportedModel("this model has no chat template: pass the prompt with --raw")
+        if messages and messages[-1].get("role") == "assistant" and messages[-1].get("prefix"):
+            marker = "\x00ponder-prefix-end\x00"
+            last = {"role": "assistant", "content": messages[-1]["content"] + marker}
+            return self.render_chat([*messages[:-1], last], add_generation_prompt=False).split(marker)[0]
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)

@@ -7,16 +7,15 @@ chosen answer, every candidate with its scores, the search tree where there is o
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ponder.budget import Budget, Spend
 from ponder.engine.protocol import Generator, Sequence
 from ponder.engine.sampling import SamplingParams
 from ponder.errors import BadParameter
-from ponder.tasks.answers import normalize_answer
+from ponder.tasks.answers import vote_key
 from ponder.tasks.base import Task
 from ponder.verify.base import STEP_DELIMITER, Verifier, aggregate
 
@@ -112,7 +111,10 @@ class Search:
         return grown
 
     def sample(self, n: int, params: SamplingParams, prompt: tuple[int, ...] | None = None) -> list[Sequence]:
-        """n completions of the task's prompt (or another), in rounds when the budget has limits."""
+        """n completions of the task's prompt (or another), in rounds when the budget has limits; they
+        end where the task says a whole answer ends (a code task: its code block closed)."""
+        if extra := tuple(s for s in self.task.answer_ends if s not in params.stop):
+            params = replace(params, stop=params.stop + extra)
         root = Sequence(prompt or self.prompt)
         children = root.fork(n)
         if not self.budget.has_limits:
@@ -150,30 +152,37 @@ def check_width(strategy: str, n: int, width: int) -> None:
         raise BadParameter(f"{strategy} needs n a multiple of width (n={n}, width={width})")
 
 
-def vote_key(answer: str | None) -> str | None:
-    """Answers that mean the same thing vote together ("1,000", "1000.0", "$1000")."""
-    return None if answer is None else (normalize_answer(answer) or answer)
+Key = Callable[[str | None], str | None]  # an answer -> the group it votes in (None: no vote)
 
 
-def majority(candidates: list[Candidate]) -> str | None:
-    """The most common answer (the earliest among equals); None when no candidate has one."""
-    counts = Counter(key for c in candidates if (key := vote_key(c.answer)) is not None)
-    if not counts:
+def majority(candidates: list[Candidate], key: Key = vote_key) -> str | None:
+    """The most common answer, grouped by `key` (the earliest among equals): the answer of the group's
+    first candidate. None when no candidate has one."""
+    groups = _grouped(candidates, key)
+    if not groups:
         return None
-    top = max(counts.values())
-    return next(k for c in candidates if (k := vote_key(c.answer)) is not None and counts[k] == top)
+    top = max(len(members) for members in groups.values())
+    return next(members[0].answer for members in groups.values() if len(members) == top)
 
 
-def weighted(candidates: list[Candidate]) -> str | None:
-    """The answer with the largest sum of candidate scores (weighted best-of-N)."""
-    totals: dict[str, float] = {}
+def weighted(candidates: list[Candidate], key: Key = vote_key) -> str | None:
+    """The answer whose group has the largest sum of candidate scores (weighted best-of-N)."""
+    groups = _grouped(candidates, key)
+    if not groups:
+        return None
+    return max(groups.values(), key=lambda members: sum(c.score for c in members))[0].answer
+
+
+def best(candidates: list[Candidate], key: Key = vote_key) -> str | None:
+    """The answer of the highest-scoring candidate that has one (`key` only tells which have one)."""
+    answered = [c for c in candidates if key(c.answer) is not None]
+    return max(answered, key=lambda c: c.score).answer if answered else None
+
+
+def _grouped(candidates: list[Candidate], key: Key) -> dict[str, list[Candidate]]:
+    """The candidates with a vote, by group, in order of each group's first candidate."""
+    groups: dict[str, list[Candidate]] = {}
     for c in candidates:
-        if (key := vote_key(c.answer)) is not None:
-            totals[key] = totals.get(key, 0.0) + c.score
-    return max(totals, key=lambda k: totals[k]) if totals else None
-
-
-def best(candidates: list[Candidate]) -> str | None:
-    """The answer of the highest-scoring candidate that has one."""
-    answered = [c for c in candidates if c.answer is not None]
-    return vote_key(max(answered, key=lambda c: c.score).answer) if answered else None
+        if (k := key(c.answer)) is not None:
+            groups.setdefault(k, []).append(c)
+    return groups

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ponder.search.base import Sampling, Search, SearchResult, majority, vote_key
+from ponder.search.base import Sampling, Search, SearchResult, majority
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,8 @@ class MajorityVote:
 
     def run(self, search: Search) -> SearchResult:
         candidates = search.candidates(search.sample(self.n, self.sampling.whole()))
-        votes = Counter(vote_key(c.answer) for c in candidates)
+        key = search.task.vote_key
+        votes = Counter(key(c.answer) for c in candidates)
         for c in candidates:  # a candidate's score: the share of the votes its answer got
-            c.score = votes[vote_key(c.answer)] / len(candidates) if c.answer is not None else 0.0
-        return search.result(self.name, majority(candidates), candidates, self)
+            c.score = votes[k] / len(candidates) if (k := key(c.answer)) is not None else 0.0
+        return search.result(self.name, majority(candidates, key), candidates, self)

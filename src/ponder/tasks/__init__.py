@@ -3,7 +3,8 @@
 `load_tasks` turns a task-set spec, as a user types it, into tasks:
 
     humaneval                        HumanEval's 164 problems (a seeded sample of `size`)
-    my_questions.jsonl               the user's own file (a seeded sample of `size`)
+    my_questions.jsonl               the user's own file (a seeded sample of `size`): questions, or code
+                                     problems in HumanEval's format (task_id, prompt, entry_point, test)
     gsm_symbolic                     `size` questions of any reasoning-gym dataset
     chain_sum:terms=3,digits=2       ... with config fields set ("terms=3" sets min_terms and max_terms)
     chain_sum_ladder                 `chain_sum` rungs of known difficulty (terms x digits: 2x1, 3x1, 3x2,
@@ -22,11 +23,19 @@ from ponder.tasks.answers import (
     MATH_SYSTEM_PROMPT,
     answers_equivalent,
     extract_answer,
+    math_messages,
     normalize_answer,
     numbers_equal,
 )
 from ponder.tasks.base import Task
-from ponder.tasks.humaneval import HumanEvalTask, load_humaneval
+from ponder.tasks.humaneval import (
+    HumanEvalTask,
+    code_prompt_task,
+    is_code_task_file,
+    load_code_jsonl,
+    load_humaneval,
+    looks_like_code,
+)
 from ponder.tasks.jsonl import JsonlTask, load_jsonl
 from ponder.tasks.reasoning_gym import (
     FIND_NAMES,
@@ -46,10 +55,12 @@ __all__ = [
     "answers_equivalent",
     "chain_sum_ladder",
     "extract_answer",
+    "load_code_jsonl",
     "load_humaneval",
     "load_jsonl",
     "load_reasoning_gym",
     "load_tasks",
+    "question_task",
     "normalize_answer",
     "numbers_equal",
     "without_evaluation_questions",
@@ -71,14 +82,24 @@ def without_evaluation_questions(tasks: list[Task]) -> list[Task]:
     return [t for t in tasks if prompt(t) not in held]
 
 
+def question_task(question: str, kind: str = "auto", answer: str | None = None) -> Task:
+    """One question typed by a user: a word problem (`answer` its right answer, if known), or a code task
+    when it is a Python function with a docstring (kind "code", or "auto" and it looks like one)."""
+    if kind not in ("auto", "math", "code"):
+        raise BadParameter(f"unknown kind {kind!r}: use auto, math or code")
+    if kind == "code" or (kind == "auto" and looks_like_code(question)):
+        return code_prompt_task(question)
+    return JsonlTask("question", math_messages(question), answer or "")
+
+
 def load_tasks(spec: str, size: int, seed: int) -> list[Task]:
     """The tasks a spec names (see the module docstring): `size` of them, chosen by `seed`."""
     if size < 1:
         raise BadParameter(f"size must be at least 1, not {size}")
     if spec.lower() == "humaneval":
         return _sample(load_humaneval(), size, seed)
-    if spec.lower().endswith(".jsonl"):
-        return _sample(load_jsonl(spec), size, seed)
+    if spec.lower().endswith(".jsonl"):  # questions, or code problems in HumanEval's format
+        return _sample(load_code_jsonl(spec) if is_code_task_file(spec) else load_jsonl(spec), size, seed)
     name, settings = parse_spec(spec)
     if name == "chain_sum_ladder":
         return _ladder(spec, size, seed, settings)

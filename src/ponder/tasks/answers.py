@@ -68,6 +68,12 @@ def extract_answer(text: str | None) -> str | None:
     return normalize_answer(numbers[-1]) if numbers else None
 
 
+def vote_key(answer: str | None) -> str | None:
+    """Answers that mean the same thing vote together ("1,000", "1000.0", "$1000"): the group an answer
+    votes in (None: no vote), for tasks without a grouping of their own (see `Task.vote_key`)."""
+    return None if answer is None else (normalize_answer(answer) or answer)
+
+
 def normalize_answer(answer: str | None) -> str | None:
     """A bare answer in canonical form: numbers as "1234", "-2.5", "3/4"; "x = 5" as "5"; anything
     else stripped of markdown and LaTeX text markup. None for an empty answer."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from ponder.tasks import answers
 
 
 @dataclass(frozen=True)
@@ -28,5 +30,14 @@ class Task(ABC):
     def check(self, answer: str | None) -> bool:
         """Whether an extracted answer is correct (the oracle)."""
 
+    # Stop strings after which a sampled answer is complete: what follows is commentary that costs
+    # tokens and changes nothing (a code task's explanation after its code block).
+    answer_ends: ClassVar[tuple[str, ...]] = ()
+
     def is_correct(self, completion: str) -> bool:
         return self.check(self.extract(completion))
+
+    def vote_key(self, answer: str | None) -> str | None:
+        """What majority voting groups answers by: answers that mean the same thing vote together
+        ("1,000", "1000.0", "$1000"); None casts no vote. Code tasks group programs by behaviour."""
+        return answers.vote_key(answer)
