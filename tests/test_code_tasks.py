@@ -111,7 +111,7 @@ class _Programs:
 
         out = []
         for seq in sequences:
-            text = self.programs[seq.branch[-1] % len(self.programs)]
+            text = self.programs[(seq.branch or (0,))[-1] % len(self.programs)]
             self.usage.generated_tokens += len(text)
             out.append(replace(seq, tokens=tuple(map(ord, text)), text=text, finish_reason="stop", done=True))
         return out
@@ -129,3 +129,21 @@ def test_majority_and_best_of_n_over_programs(tmp_path: Path) -> None:
     chosen = make_strategy("bon", 4).run(Search(generator, task, verifier=make_verifier("code")))
     assert task.check(chosen.answer) and chosen.candidates[0].score == 1.0
     assert chosen.candidates[-1].score == 0.0  # the program that opens a socket is a failed candidate
+
+
+def test_without_examples_the_model_writes_tests_and_programs_are_ranked_by_dual_agreement() -> None:
+    from ponder.budget import Budget
+    from ponder.engine.protocol import Sequence
+    from ponder.verify.code import CodeExecutionVerifier
+
+    task = question_task('def double(x):\n    """Twice x."""\n')
+    tests = "assert double(2) == 4\nassert double(0) == 0\nassert double(-3) == -6\nprint('not a test')\n"
+    tester = _Programs([tests])
+    right, also_right = "def double(x):\n    return 2 * x\n", "def double(x):\n    return x + x\n"
+    squares, broken = "def double(x):\n    return x * x\n", "def double(x)\n"
+    candidates = [Sequence((1,), text=code) for code in (squares, right, also_right, broken)]
+    budget = Budget()
+    scores = CodeExecutionVerifier(tester=tester, timeout_s=3).score(task, candidates, budget)
+    # right and also_right pass all 3 tests together (2 x 4); squares passes double(2) and double(0) alone (1 x 3)
+    assert [s[-1] for s in scores] == [3 / 8, 1.0, 1.0, 0.0]
+    assert budget.spent.verifier_tokens == len(tests)  # the tests the model wrote are charged to the verifier

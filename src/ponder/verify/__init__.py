@@ -41,6 +41,6 @@ def make_verifier(name: str, judge: Generator | None = None) -> Verifier:
     if name == "code":
         from ponder.verify.code import CodeExecutionVerifier
 
-        return CodeExecutionVerifier()
+        return CodeExecutionVerifier(tester=judge)  # the policy writes tests where a prompt shows no examples
     check_verifier_name(name)
     raise AssertionError(f"verifier {name!r} is listed but not built")
