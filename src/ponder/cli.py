@@ -12,6 +12,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from ponder import demo as demo_defaults
 from ponder.errors import PonderError
 from ponder.eval import cli as eval_commands
 from ponder.prm.cli import app as prm_app
@@ -141,6 +142,9 @@ def solve(
     kind: Annotated[str, typer.Option(help="math (a word problem), code (a Python function signature with a "
                                            "docstring: the answer is the whole function) or auto (code when "
                                            "the question is such a function).")] = "auto",
+    answer_format: Annotated[str, typer.Option("--format", help="Word problems: cot (a chain of thought) or "
+                                                                "program (a Python program, run in the sandbox; "
+                                                                "its printed result is the answer).")] = "cot",
 ) -> None:
     """Answer a question with test-time compute: a strategy, a verifier and a budget."""
     import json
@@ -151,6 +155,7 @@ def solve(
     from ponder.search import make_strategy
     from ponder.search import solve as run_search
     from ponder.tasks import question_task
+    from ponder.tasks.program import with_format
     from ponder.verify import check_verifier_name
 
     settings = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
@@ -164,7 +169,7 @@ def solve(
     if verifier is not None:
         check_verifier_name(verifier)
     budget = Budget(tokens=budget_tokens)
-    task = question_task(question, kind, answer)
+    task = with_format(question_task(question, kind, answer), answer_format)
     with err.status(f"loading {model or DEFAULT_MODEL}"):
         generator = open_generator(model or DEFAULT_MODEL, backend)
     with err.status(f"{strategy}, n = {n}: thinking") as status:
@@ -188,6 +193,46 @@ def solve(
               f"{spend.flops / 1e12:.2f} TFLOPs, {spend.seconds:.1f} s")
     verdict = "" if answer is None else ("  (right)" if task.check(result.answer) else f"  (wrong: {answer})")
     out.print(f"[bold]answer: {escape(str(result.answer))}[/bold]{verdict}")
+
+
+@app.command()
+def demo(
+    question: Annotated[str, typer.Argument(help="A word problem.")] = demo_defaults.QUESTION,
+    answer: Annotated[str | None, typer.Option(help="Its right answer (the default question's is 28).")] = None,
+    model: Annotated[str, typer.Option(help="Model name, .gguf file or checkpoint folder.")] = "",
+    seed: Seed = 0,
+) -> None:
+    """One question answered with one sample and by thinking harder, side by side, with what each measured."""
+    from ponder.demo import DEFAULT_THINKING, ONE_SAMPLE, attempt, measured_lines
+    from ponder.engine.backends import open_generator
+    from ponder.models.registry import DEFAULT_MODEL
+
+    if answer is None and question == demo_defaults.QUESTION:
+        answer = demo_defaults.ANSWER
+    name = model or DEFAULT_MODEL
+    out.print(f"[bold]question:[/bold] {escape(question)}")
+    with err.status(f"loading {name}"):
+        generator = open_generator(name)
+    ways = [("one sample (greedy, chain of thought)", ONE_SAMPLE),
+            (f"thinking harder ({DEFAULT_THINKING['strategy']} of {DEFAULT_THINKING['n']} "
+             f"{DEFAULT_THINKING['format']}s, run in a sandbox)", DEFAULT_THINKING)]
+    attempts = []
+    for label, way in ways:
+        with err.status(f"{label}: thinking"):
+            attempts.append(attempt(generator, question, answer, label, way, seed or 0))
+    table = Table()
+    for column in ("", "answer", "right", "seconds", "TFLOPs", "tokens"):
+        table.add_column(column)
+    for a in attempts:
+        right = "" if a.right is None else ("[green]yes[/green]" if a.right else "[red]no[/red]")
+        table.add_row(escape(a.label), escape(str(a.answer)), right, f"{a.seconds:.1f}", f"{a.tflops:.2f}",
+                      str(a.tokens))
+    out.print(table)
+    lines = measured_lines(name)
+    out.print("[bold]measured on held-out questions[/bold] (one question proves nothing):" if lines else
+              f"not measured for {name} yet: see `benchmarks/measured.py`")
+    for line in lines:
+        out.print(f"  {escape(line)}")
 
 
 @app.command()

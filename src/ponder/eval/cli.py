@@ -40,6 +40,9 @@ def evaluate(
     ray: Annotated[str | None, typer.Option(help="Fan items out on Ray: 'local' or a cluster address.")] = None,
     policy: Annotated[Path | None, typer.Option(help="auto: the allocation policy (default: the one shipped for "
                                                      "the model); each budget is auto's budget.")] = None,
+    answer_format: Annotated[str, typer.Option("--format", help="cot (a chain of thought) or program (a Python "
+                                                                "program, run in the sandbox: its printed result "
+                                                                "is the answer).")] = "cot",
 ) -> None:
     """Run a grid of strategies x budgets x seeds over a task set; every result in one SQLite store."""
     from ponder.eval.grid import EvalJob, GridSettings
@@ -53,7 +56,7 @@ def evaluate(
         check_verifier_name(verifier)
     grid = GridSettings(split_specs(strategies),
                         _numbers(budgets, "budgets"), verifier, temperature, max_tokens, width,
-                        str(policy.resolve()) if policy else None)
+                        str(policy.resolve()) if policy else None, answer_format)
     if "auto" in grid.strategies:  # a missing or unreadable policy is said before the model loads
         from ponder.allocate import Policy, shipped_policy
 

@@ -25,6 +25,7 @@ from ponder.search.base import Candidate, Sampling, Search, best, majority, weig
 from ponder.search.revise import Revisions
 from ponder.specs import parse_spec
 from ponder.tasks.base import Task
+from ponder.tasks.program import FORMATS, with_format
 from ponder.verify import make_verifier
 from ponder.verify.base import Verifier
 
@@ -41,6 +42,7 @@ class GridSettings:
     max_tokens: int = 512
     width: int = 4
     policy: str | None = None  # for auto: an allocation policy's path (None: the one shipped for the model)
+    answer_format: str = "cot"  # cot, or program: every strategy asks for programs and votes on what they print
 
     def __post_init__(self) -> None:
         for spec in self.strategies:
@@ -58,6 +60,8 @@ class GridSettings:
         if needs and self.verifier is None:
             raise BadParameter(f"{', '.join(needs)} need a verifier: give one with --verifier")
         Sampling(temperature=self.temperature, max_tokens=self.max_tokens)  # bad values fail before a model loads
+        if self.answer_format not in FORMATS:
+            raise BadParameter(f"unknown format {self.answer_format!r}: use one of {', '.join(FORMATS)}")
 
     def step_of(self, spec: str) -> int:
         """What a strategy's budget must be a multiple of: a tree's children per kept beam (its own setting,
@@ -68,8 +72,10 @@ class GridSettings:
         return own.get("length", Revisions.length) if name == "revisions" else 1
 
     def to_dict(self) -> dict[str, Any]:
-        """As a run records it (no policy key unless auto has one: the stores of runs before auto still resume)."""
-        return {k: v for k, v in asdict(self).items() if k != "policy" or v is not None}
+        """As a run records it (no policy key unless auto has one, no format unless programs: the stores of
+        runs from before these settings still resume)."""
+        defaults = {"policy": None, "answer_format": "cot"}
+        return {k: v for k, v in asdict(self).items() if k not in defaults or v != defaults[k]}
 
     def runs(self) -> list[str]:
         """The grid's cells, as result keys ("beam@16"); budgets a strategy cannot split (a tree's width,
@@ -175,22 +181,23 @@ class EvalJob:
                 "task_seed": self.task_seed, "seeds": seeds} | self.grid.to_dict()
 
     def keys(self, seeds: int) -> list[str]:
-        return [f"{task.id}#{seed}" for task in _tasks(self.tasks, self.size, self.task_seed) for seed in range(seeds)]
+        return [f"{task.id}#{seed}" for task in _tasks(self.tasks, self.size, self.task_seed, self.grid.answer_format)
+                for seed in range(seeds)]
 
     def __call__(self, key: str) -> dict[str, Any]:
         from ponder.engine.backends import shared_generator
 
         task_id, _, seed = key.rpartition("#")
-        task = next(t for t in _tasks(self.tasks, self.size, self.task_seed) if t.id == task_id)
+        task = next(t for t in _tasks(self.tasks, self.size, self.task_seed, self.grid.answer_format) if t.id == task_id)
         generator = shared_generator(self.model, self.backend)
         return run_item(generator, task, int(seed), self.grid, _verifier(self.model, self.backend, self.grid.verifier))
 
 
 @functools.cache
-def _tasks(spec: str, size: int, seed: int) -> list[Task]:
+def _tasks(spec: str, size: int, seed: int, answer_format: str = "cot") -> list[Task]:
     from ponder.tasks import load_tasks
 
-    return load_tasks(spec, size, seed)
+    return [with_format(task, answer_format) for task in load_tasks(spec, size, seed)]
 
 
 @functools.cache

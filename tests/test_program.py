@@ -1,0 +1,93 @@
+"""Program-aided answers: programs run in the sandbox, their printed results are the answers voted on."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from ponder.engine.protocol import ModelInfo, Usage
+from ponder.errors import BadParameter
+from ponder.eval.grid import GridSettings, run_item
+from ponder.search import make_strategy
+from ponder.search.base import Search
+from ponder.tasks import load_tasks, question_task
+from ponder.tasks.program import ProgramTask, run_program, with_format
+
+QUESTION = "A baker made 48 cookies. She sold 17 in the morning and 12 in the afternoon, then baked 9 more. " \
+           "How many cookies does she have now?"
+
+
+def block(code: str) -> str:
+    return f"Here is the program:\n```python\n{code}\n```\n"
+
+
+@pytest.mark.parametrize("code, reason", [
+    ("while True:\n    pass", "timeout"),
+    ("x = bytearray(10**10)", "memory limit"),
+    ("import socket\nsocket.socket()", "sandbox violation"),
+    ("x = 48 - 17", "printed nothing"),
+    ("print(48 -", "SyntaxError"),
+    ("print('  ')", "printed nothing"),
+])
+def test_a_failing_program_is_an_answer_with_none_and_a_reason(code: str, reason: str) -> None:
+    answer, why = run_program(code)
+    assert answer is None and reason in why
+
+
+def test_the_last_printed_line_is_the_answer_normalised() -> None:
+    assert run_program("print('working...')\nprint(f'{48 - 17 - 12 + 9:,} cookies')") == ("28", None)
+
+
+def test_the_program_format_asks_for_a_program_and_checks_with_the_question() -> None:
+    task = with_format(question_task(QUESTION, "math", "28"), "program")
+    assert isinstance(task, ProgramTask) and "Python program" in task.messages[0]["content"]
+    assert task.messages[-1] == {"role": "user", "content": QUESTION}
+    assert task.extract(block("print(48 - 17 - 12 + 9)")) == "28" and task.check("28")
+    assert task.extract("The answer is 28.") is None  # no program, no answer
+    assert with_format(task.question, "cot") is task.question
+    with pytest.raises(BadParameter, match="use one of cot, program"):
+        with_format(task, "poem")
+    with pytest.raises(BadParameter, match="a code task"):
+        with_format(load_tasks("humaneval", 1, 0)[0], "program")
+
+
+class Writes:
+    """A generator whose i-th sample is the i-th completion (tokens are characters)."""
+
+    def __init__(self, completions: list[str]):
+        self.completions, self.info, self.usage = completions, ModelInfo("scripted", 1000, 1 << 20), Usage()
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        return [ord(c) for c in "".join(m["content"] for m in messages)]
+
+    def extend(self, sequences, params):
+        out = []
+        for seq in sequences:
+            text = self.completions[(seq.branch or (0,))[-1] % len(self.completions)]
+            self.usage.generated_tokens += len(text)
+            out.append(replace(seq, tokens=tuple(map(ord, text)), text=text, finish_reason="stop", done=True))
+        return out
+
+
+PROGRAMS = [block("print(48 - 17 - 12 + 9)"), block("print(48 + 17 + 12 + 9)"), block("while True:\n    pass"),
+            block("total = 48 - (17 + 12) + 9\nprint(total)"), "I cannot write that."]
+
+
+def test_majority_votes_on_what_the_programs_print() -> None:
+    task = with_format(question_task(QUESTION, "math", "28"), "program")
+    result = make_strategy("majority", 5).run(Search(Writes(PROGRAMS), task))
+    assert result.answer == "28" and task.check(result.answer)
+    assert [c.answer for c in result.candidates].count(None) == 2  # the loop and the prose: no vote, no crash
+
+
+def test_an_eval_grid_in_the_program_format() -> None:
+    grid = GridSettings(("greedy", "majority"), (1, 5), answer_format="program")
+    assert grid.to_dict()["answer_format"] == "program"
+    assert "answer_format" not in GridSettings(("majority",), (4,)).to_dict()  # old stores still resume
+    with pytest.raises(BadParameter, match="unknown format"):
+        GridSettings(("majority",), (4,), answer_format="poem")
+    task = with_format(question_task(QUESTION, "math", "28"), "program")
+    item = run_item(Writes(PROGRAMS), task, 0, grid)
+    assert item["results"]["majority@5"]["correct"] and item["results"]["greedy@1"]["correct"]
+    assert item["results"]["majority@1"]["correct"] and not any(s["correct"] for s in item["pool"][1:3])
