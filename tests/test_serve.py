@@ -102,6 +102,21 @@ def test_a_request_over_its_time_is_cancelled_and_answered_504(scheduler: Schedu
     assert scheduler.load == 0
 
 
+def test_program_answers_run_only_where_the_operator_allows_code(scheduler: Scheduler) -> None:
+    from fastapi.testclient import TestClient
+
+    from ponder.serve.app import Limits
+
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 48,
+            "ponder": {"strategy": "majority", "n": 2, "format": "program", "return_candidates": True}}
+    refused = TestClient(create_app(scheduler, MODEL)).post("/v1/chat/completions", json=body)
+    assert refused.status_code == 400 and "--allow-code" in refused.json()["error"]["message"]
+    allowed = TestClient(create_app(scheduler, MODEL, limits=Limits(code_verifier=True)))
+    reply = allowed.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 200  # whatever the small model writes, a program that fails is no answer, no error
+    assert len(reply.json()["ponder"]["candidates"]) == 2
+
+
 def test_auto_thinks_as_the_servers_policy_allocates(scheduler: Scheduler) -> None:
     from fastapi.testclient import TestClient
 

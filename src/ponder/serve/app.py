@@ -137,10 +137,11 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
     async def think(body: Common, thinking: Thinking, prompt: list[int], chat: bool) -> dict[str, Any]:
         from ponder.search import solve
         from ponder.tasks.jsonl import JsonlTask
+        from ponder.tasks.program import with_format
 
         messages = [m.model_dump() for m in body.messages] if isinstance(body, ChatRequest) else \
             [{"role": "user", "content": body.prompt}]  # type: ignore[attr-defined]
-        task = JsonlTask("request", tuple(messages), "")
+        task = with_format(JsonlTask("request", tuple(messages), ""), thinking.format)
         settings: dict[str, Any] = {}
         if thinking.strategy == "auto" and policy is not None:
             settings["policy"] = policy  # else the policy shipped for the model, if one does
@@ -233,6 +234,9 @@ def _within(body: Common, limits: Limits) -> None:
             raise APIError(400, f"ponder.n: at most {limits.think_n} here", param="ponder.n")
         if body.ponder.verifier == "code" and not limits.code_verifier:
             raise APIError(400, "ponder.verifier: code execution is off on this server", param="ponder.verifier")
+        if body.ponder.format == "program" and not limits.code_verifier:
+            raise APIError(400, "ponder.format: program answers run code, which is off on this server "
+                           "(ponder serve --allow-code)", param="ponder.format")
 
 
 def _params(body: Common) -> SamplingParams:
