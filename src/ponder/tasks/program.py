@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ponder.errors import BadParameter
 from ponder.sandbox import run_python
@@ -35,6 +36,7 @@ class ProgramTask(Task):
     """A word problem answered by a program; checked by the problem's own checker."""
 
     question: Task | None = None  # the task in its chain-of-thought form
+    answer_ends: ClassVar[tuple[str, ...]] = ("\n```\n",)  # the program's block closed: the rest is talk
 
     def extract(self, completion: str) -> str | None:
         answer, reason = run_program(last_python_block(completion) or "")
@@ -51,20 +53,31 @@ class ProgramTask(Task):
         return self.question.vote_key(answer)
 
 
-# PAL's first GSM8K exemplar (Gao et al. 2022, in its prompt): one worked example shows a small model to
-# name each quantity and to subtract what is spent.
-EXAMPLE = (
-    {"role": "user", "content": "Olivia has $23. She bought five bagels for $3 each. How much money does she have left?"},
-    {"role": "assistant", "content": "```python\nmoney_initial = 23\nbagels = 5\nbagel_cost = 3\n"
-                                     "money_spent = bagels * bagel_cost\nmoney_left = money_initial - money_spent\n"
-                                     "print(money_left)\n```"},
+# Three of PAL's GSM8K exemplars (Gao et al. 2022, its prompt): worked examples show a small model to name
+# each quantity, and to subtract what goes away and add what comes in.
+EXAMPLES = (
+    ("Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
+     "money_initial = 23\nbagels = 5\nbagel_cost = 3\nmoney_spent = bagels * bagel_cost\n"
+     "money_left = money_initial - money_spent\nprint(money_left)"),
+    ("Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How many golf "
+     "balls did he have at the end of wednesday?",
+     "golf_balls_initial = 58\ngolf_balls_lost_tuesday = 23\ngolf_balls_lost_wednesday = 2\n"
+     "golf_balls_left = golf_balls_initial - golf_balls_lost_tuesday - golf_balls_lost_wednesday\n"
+     "print(golf_balls_left)"),
+    ("There were nine computers in the server room. Five more computers were installed each day, from monday to "
+     "thursday. How many computers are now in the server room?",
+     "computers_initial = 9\ncomputers_per_day = 5\nnum_days = 4  # monday to thursday\n"
+     "computers_added = computers_per_day * num_days\ncomputers_total = computers_initial + computers_added\n"
+     "print(computers_total)"),
 )
+EXAMPLE_TURNS = tuple(turn for question, program in EXAMPLES for turn in (
+    {"role": "user", "content": question}, {"role": "assistant", "content": f"```python\n{program}\n```"}))
 
 
 def as_program_task(task: Task) -> ProgramTask:
     """The same question, asked for a program."""
     users = [m for m in task.messages if m["role"] == "user"]
-    return ProgramTask(id=task.id, messages=({"role": "system", "content": PROGRAM_SYSTEM_PROMPT}, *EXAMPLE, *users),
+    return ProgramTask(id=task.id, messages=({"role": "system", "content": PROGRAM_SYSTEM_PROMPT}, *EXAMPLE_TURNS, *users),
                        reference=task.reference, difficulty=task.difficulty, metadata=task.metadata,
                        question=task)
 
