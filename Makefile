@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO_QUESTION := A baker made 48 cookies. She sold 17 in the morning and 12 in the afternoon, then baked 9 more. How many cookies does she have now?
 
 .PHONY: setup setup-test demo test bench clean
 
@@ -29,7 +28,7 @@ setup-test: $(VENV)/.ponder-test
 
 demo: setup
 	$(BIN)/ponder pull qwen2.5-coder-0.5b-instruct
-	$(BIN)/ponder solve "$(DEMO_QUESTION)" --model qwen2.5-coder-0.5b-instruct --strategy majority --n 8 --answer 28
+	$(BIN)/ponder demo  # one sample beside thinking harder, then what each measured on held-out questions
 
 test: setup-test
 	$(BIN)/ponder pull smollm2-135m-instruct
