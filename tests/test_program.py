@@ -46,7 +46,7 @@ def test_the_program_format_asks_for_a_program_and_checks_with_the_question() ->
     assert task.extract(block("print(48 - 17 - 12 + 9)")) == "28" and task.check("28")
     assert task.extract("The answer is 28.") is None  # no program, no answer
     assert with_format(task.question, "cot") is task.question
-    with pytest.raises(BadParameter, match="use one of cot, program"):
+    with pytest.raises(BadParameter, match="use one of cot, program, mixed"):
         with_format(task, "poem")
     with pytest.raises(BadParameter, match="a code task"):
         with_format(load_tasks("humaneval", 1, 0)[0], "program")
@@ -91,3 +91,17 @@ def test_an_eval_grid_in_the_program_format() -> None:
     item = run_item(Writes(PROGRAMS), task, 0, grid)
     assert item["results"]["majority@5"]["correct"] and item["results"]["greedy@1"]["correct"]
     assert item["results"]["majority@1"]["correct"] and not any(s["correct"] for s in item["pool"][1:3])
+
+
+def test_mixed_asks_for_chains_of_thought_and_programs_in_turn_and_votes_across_them() -> None:
+    task = with_format(question_task(QUESTION, "math", "28"), "mixed")
+    generator = Writes(["48 - 17 - 12 + 9 = 38. The answer is 38.", block("print(48 - 17 - 12 + 9)"),
+                        "So she has 28 left. The answer is 28.", block("print(48 + 9)")])
+    search = Search(generator, task)
+    samples = search.sample(4, make_strategy("majority", 4).sampling.whole())
+    asked = ["".join(map(chr, s.prompt)) for s in samples]
+    assert ["Python program" in a for a in asked] == [False, True, False, True]  # by fork index: pools stay balanced
+    assert [task.extract(s.text) for s in samples] == ["38", "28", "28", "57"]
+    result = make_strategy("majority", 4).run(Search(generator, task))
+    assert result.answer == "28"  # a chain of thought and a program agree
+    assert make_strategy("greedy").run(Search(generator, task)).answer == "38"  # greedy: a chain of thought

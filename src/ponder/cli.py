@@ -142,9 +142,10 @@ def solve(
     kind: Annotated[str, typer.Option(help="math (a word problem), code (a Python function signature with a "
                                            "docstring: the answer is the whole function) or auto (code when "
                                            "the question is such a function).")] = "auto",
-    answer_format: Annotated[str, typer.Option("--format", help="Word problems: cot (a chain of thought) or "
+    answer_format: Annotated[str, typer.Option("--format", help="Word problems: cot (a chain of thought), "
                                                                 "program (a Python program, run in the sandbox; "
-                                                                "its printed result is the answer).")] = "cot",
+                                                                "its printed result is the answer) or mixed (both "
+                                                                "in turn, voted on together).")] = "cot",
 ) -> None:
     """Answer a question with test-time compute: a strategy, a verifier and a budget."""
     import json

@@ -40,9 +40,9 @@ def evaluate(
     ray: Annotated[str | None, typer.Option(help="Fan items out on Ray: 'local' or a cluster address.")] = None,
     policy: Annotated[Path | None, typer.Option(help="auto: the allocation policy (default: the one shipped for "
                                                      "the model); each budget is auto's budget.")] = None,
-    answer_format: Annotated[str, typer.Option("--format", help="cot (a chain of thought) or program (a Python "
+    answer_format: Annotated[str, typer.Option("--format", help="cot (a chain of thought), program (a Python "
                                                                 "program, run in the sandbox: its printed result "
-                                                                "is the answer).")] = "cot",
+                                                                "is the answer) or mixed (both in turn).")] = "cot",
 ) -> None:
     """Run a grid of strategies x budgets x seeds over a task set; every result in one SQLite store."""
     from ponder.eval.grid import EvalJob, GridSettings

@@ -94,7 +94,10 @@ class Search:
         self.generator, self.task, self.verifier, self.aggregation = generator, task, verifier, aggregation
         self.budget = budget or Budget()
         self.progress = progress or (lambda message: None)
-        self.prompt = tuple(generator.encode_chat([dict(m) for m in task.messages]))
+        # Sample i of `sample` gets prompt i % len(prompts) (a mixed-format task asks two ways); the rest of
+        # the search (trees, revisions, greedy) uses the first.
+        self.prompts = [tuple(generator.encode_chat([dict(m) for m in messages])) for messages in task.prompts()]
+        self.prompt = self.prompts[0]
 
     def needs_verifier(self, what: str) -> Verifier:
         """The verifier, or a clear error naming `what` needs it."""
@@ -115,8 +118,8 @@ class Search:
         end where the task says a whole answer ends (a code task: its code block closed)."""
         if extra := tuple(s for s in self.task.answer_ends if s not in params.stop):
             params = replace(params, stop=params.stop + extra)
-        root = Sequence(prompt or self.prompt)
-        children = root.fork(n)
+        prompts = [prompt] if prompt else self.prompts
+        children = [Sequence(prompts[i % len(prompts)], branch=(i,)) for i in range(n)]  # as Sequence.fork(n) does
         if not self.budget.has_limits:
             return self.extend(children, params)
         out: list[Sequence] = []

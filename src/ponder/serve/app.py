@@ -234,7 +234,7 @@ def _within(body: Common, limits: Limits) -> None:
             raise APIError(400, f"ponder.n: at most {limits.think_n} here", param="ponder.n")
         if body.ponder.verifier == "code" and not limits.code_verifier:
             raise APIError(400, "ponder.verifier: code execution is off on this server", param="ponder.verifier")
-        if body.ponder.format == "program" and not limits.code_verifier:
+        if body.ponder.format != "cot" and not limits.code_verifier:
             raise APIError(400, "ponder.format: program answers run code, which is off on this server "
                            "(ponder serve --allow-code)", param="ponder.format")
 

@@ -15,7 +15,7 @@ class Thinking(BaseModel):
     strategy: str = "majority"  # or "auto": the server's compute-optimal policy picks, n is the budget
     n: int = Field(8, ge=1, le=64)
     verifier: str | None = None
-    format: Literal["cot", "program"] = "cot"  # program: the model writes programs, run in the sandbox (--allow-code)
+    format: Literal["cot", "program", "mixed"] = "cot"  # program, mixed: programs run in the sandbox (--allow-code)
     return_candidates: bool = False
 
 

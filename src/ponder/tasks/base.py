@@ -37,6 +37,11 @@ class Task(ABC):
     def is_correct(self, completion: str) -> bool:
         return self.check(self.extract(completion))
 
+    def prompts(self) -> tuple[tuple[dict[str, Any], ...], ...]:
+        """The ways this task is asked: sample i of a pool gets way i % len (a mixed-format task asks for
+        chains of thought and programs in turn); strategies that need one prompt use the first."""
+        return (self.messages,)
+
     def vote_key(self, answer: str | None) -> str | None:
         """What majority voting groups answers by: answers that mean the same thing vote together
         ("1,000", "1000.0", "$1000"); None casts no vote. Code tasks group programs by behaviour."""

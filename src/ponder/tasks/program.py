@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ponder.errors import BadParameter
 from ponder.sandbox import run_python
@@ -98,15 +98,35 @@ def run_program(code: str) -> tuple[str | None, str | None]:
     return (answer, None) if answer else (None, f"printed no answer: {lines[-1][:80]!r}")  # markup only: "**"
 
 
-FORMATS = ("cot", "program")
+@dataclass(frozen=True)
+class MixedTask(ProgramTask):
+    """Chains of thought and programs in turn (sample i: a chain of thought when i is even, a program when odd),
+    voted on together: a completion with a python block is answered by running it, any other as the question
+    reads it. Greedy and the tree strategies ask only for a chain of thought."""
+
+    program_messages: tuple[dict[str, str], ...] = ()
+
+    def prompts(self) -> tuple[tuple[dict[str, Any], ...], ...]:
+        return (self.messages, self.program_messages)
+
+    def extract(self, completion: str) -> str | None:
+        assert self.question is not None
+        return super().extract(completion) if last_python_block(completion) else self.question.extract(completion)
+
+
+FORMATS = ("cot", "program", "mixed")
 
 
 def with_format(task: Task, answer_format: str) -> Task:
-    """The task asked for a chain of thought (cot: as it is) or for a program."""
+    """The task asked for a chain of thought (cot: as it is), for a program, or for both in turn (mixed)."""
     if answer_format not in FORMATS:
         raise BadParameter(f"unknown format {answer_format!r}: use one of {', '.join(FORMATS)}")
     if answer_format == "cot":
         return task
     if "entry_point" in task.metadata:
         raise BadParameter(f"{task.id} is a code task: its answers are programs already (leave out --format)")
-    return as_program_task(task)
+    program = as_program_task(task)
+    if answer_format == "program":
+        return program
+    return MixedTask(id=task.id, messages=task.messages, reference=task.reference, difficulty=task.difficulty,
+                     metadata=task.metadata, question=task, program_messages=program.messages)
