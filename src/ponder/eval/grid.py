@@ -56,7 +56,8 @@ class GridSettings:
                 make_strategy(spec, self.step_of(spec))  # bad settings fail now
         if not self.budgets or min(self.budgets) < 1:
             raise BadParameter(f"budgets must be positive numbers of samples, not {list(self.budgets)}")
-        needs = [s for s in self.strategies if parse_spec(s)[0] not in ("greedy", "majority", "revisions", "auto")]
+        needs = [s for s in self.strategies
+                 if parse_spec(s)[0] not in ("greedy", "majority", "revisions", "auto", "confidence")]
         if needs and self.verifier is None:
             raise BadParameter(f"{', '.join(needs)} need a verifier: give one with --verifier")
         Sampling(temperature=self.temperature, max_tokens=self.max_tokens)  # bad values fail before a model loads

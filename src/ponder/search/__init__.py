@@ -12,6 +12,7 @@ from ponder.specs import parse_spec
 from ponder.search.base import Sampling, Search, SearchResult
 from ponder.search.beam import BeamSearch
 from ponder.search.best_of_n import BestOfN
+from ponder.search.confidence import ConfidenceVote
 from ponder.search.dvts import DVTS
 from ponder.search.lookahead import LookaheadSearch
 from ponder.search.majority import MajorityVote
@@ -36,6 +37,7 @@ STRATEGIES: dict[str, tuple[type, dict[str, Any]]] = {  # and "auto" (see `make_
     "lookahead": (LookaheadSearch, {}),
     "dvts": (DVTS, {}),
     "revisions": (Revisions, {}),
+    "confidence": (ConfidenceVote, {}),
 }
 SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "step_tokens", "seed")
 

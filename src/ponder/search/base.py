@@ -116,8 +116,7 @@ class Search:
     def sample(self, n: int, params: SamplingParams, prompt: tuple[int, ...] | None = None) -> list[Sequence]:
         """n completions of the task's prompt (or another), in rounds when the budget has limits; they
         end where the task says a whole answer ends (a code task: its code block closed)."""
-        if extra := tuple(s for s in self.task.answer_ends if s not in params.stop):
-            params = replace(params, stop=params.stop + extra)
+        params = self.whole_answers(params)
         prompts = [prompt] if prompt else self.prompts
         children = [Sequence(prompts[i % len(prompts)], branch=(i,)) for i in range(n)]  # as Sequence.fork(n) does
         if not self.budget.has_limits:
@@ -128,6 +127,11 @@ class Search:
                 break
             out += self.extend(children[start:start + max(1, n // 4)], params)
         return out
+
+    def whole_answers(self, params: SamplingParams) -> SamplingParams:
+        """params that also stop where the task says a whole answer ends."""
+        extra = tuple(s for s in self.task.answer_ends if s not in params.stop)
+        return replace(params, stop=params.stop + extra) if extra else params
 
     def score(self, sequences: list[Sequence]) -> list[list[float]]:
         return self.needs_verifier("scoring candidates").score(self.task, sequences, self.budget) if sequences else []
