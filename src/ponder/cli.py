@@ -122,7 +122,7 @@ def solve(
     question: Annotated[str, typer.Argument(help="The question to think hard about.")],
     model: Annotated[str, typer.Option(help="Model name, hf:ORG/REPO, .gguf file or checkpoint folder.")] = "",
     strategy: Annotated[str, typer.Option(help="greedy, majority, bon, weighted_bon, beam, lookahead, dvts, "
-                                               "revisions, auto.")] = "majority",
+                                               "revisions, confidence, auto.")] = "majority",
     n: Annotated[int, typer.Option("--n", "--budget", help="Samples, beams or attempts (auto: its budget in "
                                                            "samples).")] = 8,
     width: Annotated[int | None, typer.Option(help="beam, lookahead, dvts: children per kept beam "

@@ -25,7 +25,7 @@ def evaluate(
     out_path: Annotated[Path, typer.Option("--out", help="The run's SQLite store (resumed if it exists).")],
     model: Annotated[str, typer.Option(help="The policy.")] = "qwen2.5-coder-0.5b-instruct",
     strategies: Annotated[str, typer.Option(help="Comma-separated: greedy, majority, bon, weighted_bon, beam, "
-                                                 "lookahead, dvts, revisions, auto; variants of the tree "
+                                                 "lookahead, dvts, revisions, confidence, auto; variants of the tree "
                                                  "strategies and revisions with settings of their own: "
                                                  "beam:width=2, revisions:length=2.")] = "greedy,majority",
     budgets: Annotated[str, typer.Option(help="Budgets n (samples, beams), comma-separated.")] = "1,4,16",
