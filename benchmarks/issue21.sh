@@ -4,9 +4,11 @@
 #   HumanEval, all 164 problems: the 0.5B and 1.5B models greedy; the 0.5B thinking harder with execution
 #   (majority over programs grouped by what they print on the prompt's examples; best-of-n by the code verifier,
 #   which runs the prompt's examples only, never the hidden tests) at budgets 2, 4, 8, 16.
-#   gsm_symbolic, the 100 evaluation questions: answers as programs run in the sandbox (greedy, majority).
+#   gsm_symbolic, the 100 evaluation questions: answers as programs run in the sandbox (greedy, majority), chains of
+#   thought drawn again with the confidence strategy beside majority, and both formats in turn (mixed).
 # Greedy HumanEval runs on llama.cpp (one sequence: the faster backend there), pools on the native engine.
-# Hours of 2 cores: ~0.4 and ~0.5 (greedy), ~0.8 (gsm programs), ~3.5 (the HumanEval pool, ~80 s a problem).
+# Hours of 2 cores: ~0.4 and ~0.5 (greedy), ~0.8 (gsm programs), ~3.5 (the HumanEval pool, ~80 s a problem),
+# ~1.5 and ~1 (gsm chains of thought; mixed).
 set -euo pipefail
 main() {
 cd "$(dirname "$0")/.."
@@ -31,6 +33,18 @@ $PONDER eval --task gsm_symbolic --size 100 --format program --strategies greedy
 step "4. HumanEval: 0.5B, 16 samples a problem at temperature 0.7, majority and best-of-n at 2, 4, 8, 16"
 $PONDER eval --task humaneval --size 164 --strategies majority,bon --budgets 2,4,8,16 --verifier code \
     --temperature 0.7 --max-tokens 1024 --out runs/humaneval-0.5b.db
+step "5. HumanEval: auto replayed from the pool, each problem by the policy calibrated on the other half"
+for fold in 0 1; do
+    $PONDER allocate runs/humaneval-0.5b.db --folds 2 --hold-out $fold --out runs/humaneval-policy-$fold.json
+done
+$PONDER report runs/humaneval-0.5b.db --policy runs/humaneval-policy-0.json --policy runs/humaneval-policy-1.json \
+    --compare runs/humaneval-0.5b-greedy.db --compare runs/humaneval-1.5b-greedy.db --figures docs/figures/humaneval
+step "6. gsm_symbolic, chains of thought drawn again (seeds now differ per question): majority and confidence"
+$PONDER eval --task gsm_symbolic --size 100 --strategies greedy,majority,confidence --budgets 4,16 \
+    --out runs/gsm-cot.db
+step "7. gsm_symbolic, chains of thought and programs in turn"
+$PONDER eval --task gsm_symbolic --size 100 --format mixed --strategies majority --budgets 4,16 \
+    --out runs/gsm-mixed.db
 step "done"
 }
 main "$@"
