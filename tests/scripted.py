@@ -103,3 +103,22 @@ class ScriptedVerifier:
         self.calls += 1
         budget.charge_verifier(10 * len(candidates), 100)
         return [[self.scores.get(step.strip(), self.default) for step in split_steps(c.text)] for c in candidates]
+
+
+class Writes:
+    """A generator whose i-th sample (by fork index) is the i-th completion, whole, in one call (tokens are
+    characters): for strategies whose samples are whole answers (majority over programs, best-of-n)."""
+
+    def __init__(self, completions: list[str]):
+        self.completions, self.info, self.usage = completions, ModelInfo("scripted", 1000, 1 << 20), Usage()
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        return [ord(c) for c in "".join(m["content"] for m in messages)]
+
+    def extend(self, sequences: list[Sequence], params: SamplingParams) -> list[Sequence]:
+        out = []
+        for seq in sequences:
+            text = self.completions[(seq.branch or (0,))[-1] % len(self.completions)]
+            self.usage.generated_tokens += len(text)
+            out.append(replace(seq, tokens=tuple(map(ord, text)), text=text, finish_reason="stop", done=True))
+        return out

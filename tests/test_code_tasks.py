@@ -12,6 +12,7 @@ from ponder.search import make_strategy
 from ponder.search.base import Candidate, Search, majority
 from ponder.tasks import load_tasks, question_task
 from ponder.tasks.humaneval import HumanEvalTask, extract_code, sanitize
+from scripted import Writes
 
 PROMPT = '''def add(a: int, b: int) -> int:
     """Add two integers.
@@ -95,33 +96,11 @@ def test_programs_vote_by_what_they_print_on_the_prompts_inputs(tmp_path: Path) 
     assert chosen == plain and task.check(chosen)  # two programs that agree beat one that differs
 
 
-class _Programs:
-    """A generator whose i-th sample is the i-th program (tokens are characters)."""
-
-    def __init__(self, programs: list[str]):
-        from ponder.engine.protocol import ModelInfo, Usage
-
-        self.programs, self.info, self.usage = programs, ModelInfo("scripted", 1000, 1 << 20), Usage()
-
-    def encode_chat(self, messages: list[dict]) -> list[int]:
-        return [ord(c) for c in "".join(m["content"] for m in messages)]
-
-    def extend(self, sequences, params):
-        from dataclasses import replace
-
-        out = []
-        for seq in sequences:
-            text = self.programs[(seq.branch or (0,))[-1] % len(self.programs)]
-            self.usage.generated_tokens += len(text)
-            out.append(replace(seq, tokens=tuple(map(ord, text)), text=text, finish_reason="stop", done=True))
-        return out
-
-
 def test_majority_and_best_of_n_over_programs(tmp_path: Path) -> None:
     task = _task(tmp_path)
     programs = ["def add(a, b):\n    return a * b\n```\n", "def add(a, b):\n    return b + a\n```\n",
                 "def add(a, b):\n    return a + b\n```\n", "import socket\nsocket.socket()\n```\n"]
-    generator = _Programs(programs)
+    generator = Writes(programs)
     voted = make_strategy("majority", 4).run(Search(generator, task))
     assert task.check(voted.answer) and voted.answer.startswith("def add")
     from ponder.verify import make_verifier
@@ -138,7 +117,7 @@ def test_without_examples_the_model_writes_tests_and_programs_are_ranked_by_dual
 
     task = question_task('def double(x):\n    """Twice x."""\n')
     tests = "assert double(2) == 4\nassert double(0) == 0\nassert double(-3) == -6\nprint('not a test')\n"
-    tester = _Programs([tests])
+    tester = Writes([tests])
     right, also_right = "def double(x):\n    return 2 * x\n", "def double(x):\n    return x + x\n"
     squares, broken = "def double(x):\n    return x * x\n", "def double(x)\n"
     candidates = [Sequence((1,), text=code) for code in (squares, right, also_right, broken)]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ponder import demo
-from test_program import PROGRAMS, Writes
+from scripted import Writes
+from test_program import PROGRAMS
 
 
 def test_each_way_is_answered_checked_and_charged() -> None:

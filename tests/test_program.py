@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
-from ponder.engine.protocol import ModelInfo, Usage
 from ponder.errors import BadParameter
 from ponder.eval.grid import GridSettings, run_item
 from ponder.search import make_strategy
 from ponder.search.base import Search
 from ponder.tasks import load_tasks, question_task
 from ponder.tasks.program import ProgramTask, run_program, with_format
+from scripted import Writes
 
 QUESTION = "A baker made 48 cookies. She sold 17 in the morning and 12 in the afternoon, then baked 9 more. " \
            "How many cookies does she have now?"
@@ -50,24 +48,6 @@ def test_the_program_format_asks_for_a_program_and_checks_with_the_question() ->
         with_format(task, "poem")
     with pytest.raises(BadParameter, match="a code task"):
         with_format(load_tasks("humaneval", 1, 0)[0], "program")
-
-
-class Writes:
-    """A generator whose i-th sample is the i-th completion (tokens are characters)."""
-
-    def __init__(self, completions: list[str]):
-        self.completions, self.info, self.usage = completions, ModelInfo("scripted", 1000, 1 << 20), Usage()
-
-    def encode_chat(self, messages: list[dict]) -> list[int]:
-        return [ord(c) for c in "".join(m["content"] for m in messages)]
-
-    def extend(self, sequences, params):
-        out = []
-        for seq in sequences:
-            text = self.completions[(seq.branch or (0,))[-1] % len(self.completions)]
-            self.usage.generated_tokens += len(text)
-            out.append(replace(seq, tokens=tuple(map(ord, text)), text=text, finish_reason="stop", done=True))
-        return out
 
 
 PROGRAMS = [block("print(48 - 17 - 12 + 9)"), block("print(48 + 17 + 12 + 9)"), block("while True:\n    pass"),
