@@ -186,14 +186,20 @@ def solve(
         table.add_column(column)
     for c in result.candidates[:16]:
         ending = c.text.strip().splitlines()[-1][:70] if c.text.strip() else ""
-        table.add_row(str(c.answer), f"{c.score:.2f}", str(c.tokens), escape(ending))
+        first, *rest = str(c.answer).strip().splitlines() or [""]
+        shown = first[:60] + (" ..." if rest else "")  # a program: its first line here, whole below
+        table.add_row(escape(shown), f"{c.score:.2f}", str(c.tokens), escape(ending))
     out.print(table)
     spend = result.spend
     out.print(f"spent {spend.generated_tokens} generated + {spend.prompt_tokens_computed} prompt "
               f"({spend.prompt_tokens_cached} cached) + {spend.verifier_tokens} verifier tokens, "
               f"{spend.flops / 1e12:.2f} TFLOPs, {spend.seconds:.1f} s")
     verdict = "" if answer is None else ("  (right)" if task.check(result.answer) else f"  (wrong: {answer})")
-    out.print(f"[bold]answer: {escape(str(result.answer))}[/bold]{verdict}")
+    if result.answer and "\n" in result.answer.strip():  # a program
+        out.print(f"[bold]answer:[/bold]{verdict}")
+        out.print(result.answer, markup=False)
+    else:
+        out.print(f"[bold]answer: {escape(str(result.answer))}[/bold]{verdict}")
 
 
 @app.command()
