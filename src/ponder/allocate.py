@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ponder.engine.protocol import Sequence
 from ponder.errors import BadParameter
 from ponder.eval.grid import POOLED, TREES
 from ponder.eval.metrics import Cell, summarize
@@ -255,8 +254,9 @@ class AutoStrategy:
 
         search.needs_verifier("the auto strategy (it predicts difficulty from verifier scores)")
         k = min(self.policy.probe, self.n)
-        children = Sequence(search.prompt).fork(max(self.n, k))
-        probe = search.extend(children[:k], self.sampling.whole())
+        children = search.forks(max(self.n, k))
+        whole = search.whole_answers(self.sampling.whole())  # as the grid's pool drew them
+        probe = search.extend(children[:k], whole)
         probe_scores = search.score(probe)
         answers = [c.answer for c in search.candidates(probe, probe_scores)]
         predicted = predicted_difficulty(list(zip(answers, probe_scores)), self.policy.predictor)
@@ -264,14 +264,15 @@ class AutoStrategy:
         settings = {"choice": asdict(choice), "bin": self.policy.bin_of(predicted), "predicted": predicted}
         search.progress(f"predicted difficulty bin {settings['bin']}: {choice.strategy} at n = {choice.n}")
         if choice.strategy in POOLED:
-            more = Sequence(search.prompt).fork(choice.n)[k:]
-            extra = search.extend(more, self.sampling.whole()) if more else []
+            more = search.forks(choice.n)[k:]
+            extra = search.extend(more, whole) if more else []
             pool = (probe + extra)[: choice.n]
             # Majority reads no scores: the samples beyond the probe go unjudged.
             more_scores = [[] for _ in extra] if choice.strategy == "majority" else search.score(extra) if extra else []
             scores = (probe_scores + more_scores)[: choice.n]
             candidates = search.candidates(pool, scores)
-            result = search.result(self.name, POOLED[choice.strategy](candidates), candidates, self)
+            result = search.result(self.name, POOLED[choice.strategy](candidates, search.task.vote_key), candidates,
+                                   self)
         else:
             given: dict[str, Any] = {"max_tokens": self.sampling.max_tokens}
             if choice.strategy != "greedy":

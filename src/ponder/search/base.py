@@ -117,8 +117,7 @@ class Search:
         """n completions of the task's prompt (or another), in rounds when the budget has limits; they
         end where the task says a whole answer ends (a code task: its code block closed)."""
         params = self.whole_answers(params)
-        prompts = [prompt] if prompt else self.prompts
-        children = [Sequence(prompts[i % len(prompts)], branch=(i,)) for i in range(n)]  # as Sequence.fork(n) does
+        children = self.forks(n, prompt)
         if not self.budget.has_limits:
             return self.extend(children, params)
         out: list[Sequence] = []
@@ -127,6 +126,12 @@ class Search:
                 break
             out += self.extend(children[start:start + max(1, n // 4)], params)
         return out
+
+    def forks(self, n: int, prompt: tuple[int, ...] | None = None) -> list[Sequence]:
+        """The first n samples to draw, unextended: child i of the task's prompt i % len(prompts) (or of
+        `prompt`), seeded by i as `Sequence.fork` seeds its children."""
+        prompts = [prompt] if prompt else self.prompts
+        return [Sequence(prompts[i % len(prompts)], branch=(i,)) for i in range(n)]
 
     def whole_answers(self, params: SamplingParams) -> SamplingParams:
         """params that also stop where the task says a whole answer ends."""

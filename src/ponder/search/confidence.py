@@ -80,7 +80,7 @@ class ConfidenceVote:
         traces = list(zip(warm, scores, [False] * len(warm)))  # (sequence, confidence, stopped early)
         drawn = len(warm)
         while drawn < self.n and not self._settled(search, traces, threshold):
-            batch = [Sequence(search.prompt, branch=(i,)) for i in range(drawn, min(self.n, drawn + self.batch))]
+            batch = search.forks(min(self.n, drawn + self.batch))[drawn:]
             drawn += len(batch)
             traces += [(seq, self._confidence(seq), stopped)
                        for seq, stopped in self._grow(search, batch, params, threshold)]
