@@ -189,7 +189,8 @@ class EvalJob:
         from ponder.engine.backends import shared_generator
 
         task_id, _, seed = key.rpartition("#")
-        task = next(t for t in _tasks(self.tasks, self.size, self.task_seed, self.grid.answer_format) if t.id == task_id)
+        tasks = _tasks(self.tasks, self.size, self.task_seed, self.grid.answer_format)
+        task = next(t for t in tasks if t.id == task_id)
         generator = shared_generator(self.model, self.backend)
         return run_item(generator, task, int(seed), self.grid, _verifier(self.model, self.backend, self.grid.verifier))
 

@@ -77,7 +77,8 @@ EXAMPLE_TURNS = tuple(turn for question, program in EXAMPLES for turn in (
 def as_program_task(task: Task) -> ProgramTask:
     """The same question, asked for a program."""
     users = [m for m in task.messages if m["role"] == "user"]
-    return ProgramTask(id=task.id, messages=({"role": "system", "content": PROGRAM_SYSTEM_PROMPT}, *EXAMPLE_TURNS, *users),
+    messages = ({"role": "system", "content": PROGRAM_SYSTEM_PROMPT}, *EXAMPLE_TURNS, *users)
+    return ProgramTask(id=task.id, messages=messages,
                        reference=task.reference, difficulty=task.difficulty, metadata=task.metadata,
                        question=task)
 
