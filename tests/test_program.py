@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from ponder.cli import app
 from ponder.errors import BadParameter
 from ponder.eval.grid import GridSettings, run_item
 from ponder.search import make_strategy
 from ponder.search.base import Search
 from ponder.tasks import load_tasks, question_task
 from ponder.tasks.program import ProgramTask, run_program, with_format
+from cli import error_line, ponder
 from scripted import Writes
 
 QUESTION = "A baker made 48 cookies. She sold 17 in the morning and 12 in the afternoon, then baked 9 more. " \
            "How many cookies does she have now?"
 
 
+LOOP = "while True:\n    pass\n"  # as a block's program reads, so that its one slow run is cached for every test
+
+
 def block(code: str) -> str:
-    return f"Here is the program:\n```python\n{code}\n```\n"
+    return f"Here is the program:\n```python\n{code.rstrip()}\n```\n"
 
 
 @pytest.mark.parametrize("code, reason", [
-    ("while True:\n    pass", "timeout"),
+    (LOOP, "timeout"),
     ("x = bytearray(10**10)", "memory limit"),
     ("import socket\nsocket.socket()", "sandbox violation"),
     ("x = 48 - 17", "printed nothing"),
@@ -37,6 +46,12 @@ def test_the_last_printed_line_is_the_answer_normalised() -> None:
     assert run_program("print('working...')\nprint(f'{48 - 17 - 12 + 9:,} cookies')") == ("28", None)
 
 
+def test_float_noise_is_rounded_away_so_that_agreeing_programs_vote_together() -> None:
+    assert run_program("print(0.1 * 3)") == ("0.3", None)  # not 0.30000000000000004
+    assert run_program("print(0.4 * 27.5)")[0] == run_program("print(11.000000000000002)")[0] == "11"
+    assert run_program("print(-2.125)") == ("-2.125", None) and run_program("print(1/4)") == ("0.25", None)
+
+
 def test_the_program_format_asks_for_a_program_and_checks_with_the_question() -> None:
     task = with_format(question_task(QUESTION, "math", "28"), "program")
     assert isinstance(task, ProgramTask) and "Python program" in task.messages[0]["content"]
@@ -50,7 +65,7 @@ def test_the_program_format_asks_for_a_program_and_checks_with_the_question() ->
         with_format(load_tasks("humaneval", 1, 0)[0], "program")
 
 
-PROGRAMS = [block("print(48 - 17 - 12 + 9)"), block("print(48 + 17 + 12 + 9)"), block("while True:\n    pass"),
+PROGRAMS = [block("print(48 - 17 - 12 + 9)"), block("print(48 + 17 + 12 + 9)"), block(LOOP),
             block("total = 48 - (17 + 12) + 9\nprint(total)"), "I cannot write that."]
 
 
@@ -59,6 +74,32 @@ def test_majority_votes_on_what_the_programs_print() -> None:
     result = make_strategy("majority", 5).run(Search(Writes(PROGRAMS), task))
     assert result.answer == "28" and task.check(result.answer)
     assert [c.answer for c in result.candidates].count(None) == 2  # the loop and the prose: no vote, no crash
+    reasons = {c.text: c.reason for c in result.candidates}
+    assert "timeout" in reasons[PROGRAMS[2]] and reasons[PROGRAMS[4]] == "no python code block"
+    assert all(c.reason is None for c in result.candidates if c.answer is not None)
+
+
+def test_solve_in_the_program_format_answers_with_what_the_programs_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ponder.engine.backends.open_generator", lambda model, backend: Writes(PROGRAMS))
+    args = ["solve", QUESTION, "--format", "program", "--strategy", "majority", "--n", "5", "--answer", "28"]
+    done = CliRunner().invoke(app, [*args, "--json"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert result["answer"] == "28"
+    reasons = sorted(c["reason"] for c in result["candidates"] if c["answer"] is None)
+    assert reasons[0] == "no python code block" and reasons[1].startswith("timeout") and len(reasons) == 2
+    table = CliRunner().invoke(app, args)
+    assert table.exit_code == 0 and "answer: 28  (right)" in table.stdout and "no answer:" in table.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["solve", QUESTION, "--format", "poem"], "unknown format 'poem': use one of cot, program, mixed"),
+    (["eval", "--task", "humaneval", "--size", "2", "--format", "program", "--out", "OUT"], "is a code task"),
+])
+def test_a_format_that_cannot_be_is_one_error_line_before_any_model_loads(tmp_path: Path, args: list[str],
+                                                                           says: str) -> None:
+    done = ponder(*(str(tmp_path / "run.db") if a == "OUT" else a for a in args), home=tmp_path)
+    assert says in error_line(done) and not (tmp_path / "run.db").exists()
 
 
 def test_an_eval_grid_in_the_program_format() -> None:

@@ -186,6 +186,8 @@ def solve(
         table.add_column(column)
     for c in result.candidates[:16]:
         ending = c.text.strip().splitlines()[-1][:70] if c.text.strip() else ""
+        if c.reason:  # a program that failed: how, rather than its closing fence
+            ending = f"no answer: {c.reason}"[:70]
         first, *rest = str(c.answer).strip().splitlines() or [""]
         shown = first[:60] + (" ..." if rest else "")  # a program: its first line here, whole below
         table.add_row(escape(shown), f"{c.score:.2f}", str(c.tokens), escape(ending))

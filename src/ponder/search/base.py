@@ -50,6 +50,7 @@ class Candidate:
     step_scores: list[float] = field(default_factory=list)
     score: float = 0.0  # the verifier's aggregate, or the vote share where there is no verifier
     tokens: int = 0
+    reason: str | None = None  # why it has no answer, where the task can say (a program's error)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,6 +155,9 @@ class Search:
     def result(self, strategy: str, answer: str | None, candidates: list[Candidate], settings: Any,
                tree: list[Node] | None = None) -> SearchResult:
         ranked = sorted(candidates, key=lambda c: -c.score)
+        for c in ranked:
+            if c.answer is None and c.reason is None:
+                c.reason = self.task.no_answer_reason(c.text)
         spend = Spend(**self.budget.spent.to_dict())
         return SearchResult(strategy, answer, ranked, spend, asdict(settings), tree)
 

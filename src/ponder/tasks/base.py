@@ -37,6 +37,10 @@ class Task(ABC):
     def is_correct(self, completion: str) -> bool:
         return self.check(self.extract(completion))
 
+    def no_answer_reason(self, completion: str) -> str | None:
+        """Why a completion has no answer, where the task can say (a program task: how its program failed)."""
+        return None
+
     def prompts(self) -> tuple[tuple[dict[str, Any], ...], ...]:
         """The ways this task is asked: sample i of a pool gets way i % len (a mixed-format task asks for
         chains of thought and programs in turn); strategies that need one prompt use the first."""

@@ -4,14 +4,16 @@ that prints the answer, ponder runs it in the sandbox, and the printed result is
 A small model that slips on arithmetic in a chain of thought writes `48 - 17 - 12 + 9` correctly far more
 often than it adds it up; the interpreter does the arithmetic. Any strategy works on a program task
 unchanged: majority votes on the executed results. A program that fails (a crash, a loop, a blocked
-call, no output) is a candidate with no answer, with its reason logged.
+call, no output) is a candidate with no answer and a reason (its `reason`, which `ponder solve` shows).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass
+from decimal import Context, Decimal
 from typing import Any, ClassVar
 
 from ponder.errors import BadParameter
@@ -29,6 +31,10 @@ PROGRAM_SYSTEM_PROMPT = (
 )
 TIMEOUT_S = 5.0
 MEMORY_MB = 512
+# Chained float arithmetic leaves noise in the last of a float's 15-17 digits (0.1 * 3 prints 0.30000000000000004):
+# printed answers are rounded to this many, so that programs that agree vote together.
+SIGNIFICANT_DIGITS = 12
+_LONG_DECIMAL = re.compile(r"-?\d+\.\d{6,}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,9 @@ class ProgramTask(Task):
         if answer is None:
             log.debug("%s: a candidate program gave no answer: %s", self.id, reason)
         return answer
+
+    def no_answer_reason(self, completion: str) -> str | None:
+        return run_program(last_python_block(completion) or "")[1]
 
     def check(self, answer: str | None) -> bool:
         assert self.question is not None
@@ -96,6 +105,9 @@ def run_program(code: str) -> tuple[str | None, str | None]:
     if not lines:
         return None, "printed nothing"
     answer = normalize_answer(lines[-1])
+    if answer and _LONG_DECIMAL.fullmatch(answer):
+        rounded = Context(prec=SIGNIFICANT_DIGITS).plus(Decimal(answer)).normalize()
+        answer = normalize_answer(format(rounded, "f"))
     return (answer, None) if answer else (None, f"printed no answer: {lines[-1][:80]!r}")  # markup only: "**"
 
 
@@ -114,6 +126,11 @@ class MixedTask(ProgramTask):
         assert self.question is not None
         return super().extract(completion) if last_python_block(completion) else self.question.extract(completion)
 
+    def no_answer_reason(self, completion: str) -> str | None:
+        assert self.question is not None
+        return super().no_answer_reason(completion) if last_python_block(completion) else \
+            self.question.no_answer_reason(completion)
+
 
 FORMATS = ("cot", "program", "mixed")
 
@@ -125,7 +142,8 @@ def with_format(task: Task, answer_format: str) -> Task:
     if answer_format == "cot":
         return task
     if "entry_point" in task.metadata:
-        raise BadParameter(f"{task.id} is a code task: its answers are programs already (leave out --format)")
+        raise BadParameter(f"--format {answer_format} is for word problems, and {task.id!r} is a code task (its "
+                           "answers are programs already): leave out --format")
     program = as_program_task(task)
     if answer_format == "program":
         return program
