@@ -292,7 +292,7 @@ def test_a_grid_runs_variants_of_a_strategy_apart_each_as_it_runs_alone() -> Non
             Search(ScriptedGenerator(SPLIT), task(3), None, ScriptedVerifier(GOOD_STEPS)))
         assert item["results"][f"{spec}@{n}"]["answer"] == alone.answer
         assert item["results"][f"{spec}@{n}"]["flops"] == pytest.approx(alone.spend.flops), spec
-    with pytest.raises(BadParameter, match="only the tree strategies and revisions take settings"):
+    with pytest.raises(BadParameter, match="only the tree strategies, revisions and confidence take settings"):
         GridSettings(("majority:temperature=1",), (4,))
     with pytest.raises(BadParameter, match="wdith"):
         GridSettings(("beam:wdith=2",), (4,), verifier="scripted")

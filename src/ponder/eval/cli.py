@@ -26,8 +26,9 @@ def evaluate(
     model: Annotated[str, typer.Option(help="The policy.")] = "qwen2.5-coder-0.5b-instruct",
     strategies: Annotated[str, typer.Option(help="Comma-separated: greedy, majority, bon, weighted_bon, beam, "
                                                  "lookahead, dvts, revisions, confidence, auto; variants of the tree "
-                                                 "strategies and revisions with settings of their own: "
-                                                 "beam:width=2, revisions:length=2.")] = "greedy,majority",
+                                                 "strategies, revisions and confidence with settings of their own: "
+                                                 "beam:width=2, revisions:length=2, "
+                                                 "confidence:keep=0.9.")] = "greedy,majority",
     budgets: Annotated[str, typer.Option(help="Budgets n (samples, beams), comma-separated.")] = "1,4,16",
     seeds: Annotated[int, typer.Option(help="Seeds per question.")] = 1,
     size: Annotated[int, typer.Option(help="Questions.")] = 100,

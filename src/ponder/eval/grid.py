@@ -51,8 +51,8 @@ class GridSettings:
                 raise BadParameter(f"unknown strategy {name!r}: use some of {', '.join(STRATEGIES)}, auto")
             if own:
                 if name in ("greedy", "auto", *POOLED):
-                    raise BadParameter(f"{spec}: only the tree strategies and revisions take settings in a grid "
-                                       "(the pooled ones read one pool of samples drawn with the grid's)")
+                    raise BadParameter(f"{spec}: only the tree strategies, revisions and confidence take settings "
+                                       "in a grid (the pooled ones read one pool of samples drawn with the grid's)")
                 make_strategy(spec, self.step_of(spec))  # bad settings fail now
         if not self.budgets or min(self.budgets) < 1:
             raise BadParameter(f"budgets must be positive numbers of samples, not {list(self.budgets)}")
@@ -122,6 +122,8 @@ def run_item(generator: Generator, task: Task, seed: int, grid: GridSettings,
             else:
                 run = make_strategy(name, n, **settings).run(Search(generator, task, Budget(), verifier))
             results[f"{name}@{n}"] = _entry(task, run.answer, run.spend.to_dict(), time.perf_counter() - start)
+            if "samples" in run.settings:  # a strategy that stops early (confidence): the samples it drew
+                results[f"{name}@{n}"]["samples"] = run.settings["samples"]
     return {"question": task.id, "seed": seed, "difficulty": task.difficulty, "pool": pool, "results": results,
             "grid": grid.to_dict()}
 
