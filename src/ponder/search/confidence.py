@@ -17,6 +17,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from ponder.engine.protocol import Sequence
 from ponder.engine.sampling import SamplingParams, find_stop
 from ponder.errors import BadParameter
@@ -89,7 +91,8 @@ class ConfidenceVote:
         params = search.whole_answers(replace(self.sampling.whole(), top_logprobs=self.top_k))
         warm = search.sample(min(self.warmup, self.n), params)
         traces: list[Trace] = [(seq, self._confidence(seq), False) for seq in warm]
-        threshold = _percentile([confidence for _, confidence, _ in traces], 1 - self.keep) if traces else 0.0
+        # numpy's default quantile: linear between neighbours
+        threshold = float(np.quantile([confidence for _, confidence, _ in traces], 1 - self.keep)) if traces else 0.0
         while len(traces) < self.n and not search.budget.exhausted and not self._settled(search, traces, threshold):
             batch = search.forks(min(self.n, len(traces) + self.batch))[len(traces):]  # seeds as `sample` gives them
             traces += [(seq, self._confidence(seq), cut) for seq, cut in self._grow(search, batch, params, threshold)]
@@ -150,11 +153,3 @@ def _finished(before: Sequence, seq: Sequence, params: SamplingParams) -> bool:
     overlap = max((len(s) for s in params.stop), default=1) - 1
     return find_stop(seq.text, params.stop, max(0, len(before.text) - overlap)) is not None
 
-
-def _percentile(values: list[float], q: float) -> float:
-    """The q-quantile of values (linear between neighbours, as numpy's default); q = 0 is the lowest."""
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
