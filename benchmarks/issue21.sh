@@ -42,6 +42,7 @@ $PONDER report runs/humaneval-0.5b.db --policy runs/humaneval-policy-0.json --po
 step "6. gsm_symbolic, chains of thought drawn again (seeds now differ per question): majority and confidence"
 $PONDER eval --task gsm_symbolic --size 100 --strategies greedy,majority,confidence --budgets 4,16 \
     --out runs/gsm-cot.db
+$PY benchmarks/bench_confidence.py runs/gsm-cot.db | tee runs/gsm-confidence.txt
 step "7. gsm_symbolic, chains of thought and programs in turn"
 $PONDER eval --task gsm_symbolic --size 100 --format mixed --strategies majority --budgets 4,16 \
     --out runs/gsm-mixed.db

@@ -126,3 +126,79 @@ def test_mixed_asks_for_chains_of_thought_and_programs_in_turn_and_votes_across_
     result = make_strategy("majority", 4).run(Search(generator, task))
     assert result.answer == "28"  # a chain of thought and a program agree
     assert make_strategy("greedy").run(Search(generator, task)).answer == "38"  # greedy: a chain of thought
+
+
+class AsksTwoWays(Writes):
+    """Chains of thought where a chain of thought is asked for, programs where a program is (by fork index)."""
+
+    def __init__(self, prose: list[str], programs: list[str]):
+        super().__init__(prose)
+        self.prose, self.programs = prose, programs
+
+    def extend(self, sequences: list, params: object) -> list:
+        out = []
+        for seq in sequences:
+            self.completions = self.programs if "Python program" in "".join(map(chr, seq.prompt)) else self.prose
+            out += super().extend([seq], params)
+        return out
+
+
+def format_rows(answer_format: str, right: bool) -> tuple[dict, list[dict]]:
+    """A store of 20 questions in one format: the first half's probes agree (and are right), the second
+    half's disagree; majority@4 is right on the hard half only where `right`. A program is a quarter of a chain of
+    thought, but asked in another format than the probes', it pays for them on top: a budget of 8 fits it."""
+    settings = {"model": "scripted", "tasks": "t", "task_seed": 1, "verifier": None, "budgets": [4, 8],
+                "answer_format": answer_format}
+    rows = []
+    for i in range(20):
+        easy = i < 10
+        pool = [{"answer": "28" if easy else str(k), "correct": easy} for k in range(4)]
+        cost = 1 if answer_format == "program" else 4
+        cell = {"correct": easy or right, "flops": cost * 1e9, "tokens": cost * 100, "seconds": cost}
+        rows.append({"question": f"q{i}", "seed": 0, "pool": pool,
+                     "results": {"majority@4": cell, "pass@4": cell | {"correct": True}}})
+    return settings, rows
+
+
+def test_auto_chooses_the_answer_format_per_difficulty_and_asks_the_question_that_way() -> None:
+    from ponder.allocate import AutoStrategy, build_policy, with_formats
+
+    cot_settings, cot_rows = format_rows("cot", right=False)
+    rows = with_formats(cot_rows, cot_settings, [format_rows("program", right=True)])
+    assert set(rows[0]["results"]) == {"majority@4", "pass@4", "majority:format=program@4"}  # no oracle
+    policy = build_policy(rows, cot_settings, probe=4, bins=2, prior=0, predictor="agreement")
+    assert policy.verifier is None and policy.table[1][4].strategy == "majority"
+    assert policy.table[2][4].strategy == "majority" and policy.table[2][8].strategy == "majority:format=program"
+    prose = ["So 48 - 17 = 31. The answer is 31.", "The answer is 57.", "The answer is 12.", "The answer is 38."]
+    generator = AsksTwoWays(prose, PROGRAMS)
+    hard = AutoStrategy(policy, n=8).run(Search(generator, question_task(QUESTION, "math", "28")))
+    assert hard.settings["bin"] == 2 and hard.answer == "28"  # the chains of thought disagreed: programs asked
+    assert all("```python" in c.text or c.text == PROGRAMS[4] for c in hard.candidates)
+    easy = AutoStrategy(policy, n=8).run(Search(AsksTwoWays(["The answer is 28."], PROGRAMS),
+                                                with_format(question_task(QUESTION, "math", "28"), "program")))
+    assert easy.settings["bin"] == 1 and all(c.text == "The answer is 28." for c in easy.candidates)  # as calibrated
+    for other, says in [({"tasks": "u"}, "different questions"), ({"model": "other"}, "different models"),
+                        ({"answer_format": "cot"}, "two runs of format cot")]:
+        program_settings, program_rows = format_rows("program", right=True)
+        with pytest.raises(BadParameter, match=says):
+            with_formats(cot_rows, cot_settings, [(program_settings | other, program_rows)])
+
+
+def test_allocate_and_report_join_runs_in_other_formats(tmp_path: Path) -> None:
+    from ponder.jobs import RunStore
+
+    for answer_format, right in [("cot", False), ("program", True)]:
+        settings, rows = format_rows(answer_format, right)
+        with RunStore(tmp_path / f"{answer_format}.db", settings) as store:
+            for row in rows:
+                store.put(f"{row['question']}#0", row)
+    run, joined = str(tmp_path / "cot.db"), str(tmp_path / "program.db")
+    for fold in (0, 1):
+        done = ponder("allocate", run, "--formats", joined, "--predictor", "agreement", "--prior", "0", "--bins", "2",
+                      "--folds", "2", "--hold-out", str(fold), "--out", str(tmp_path / f"p{fold}.json"), home=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert "majority:format=program@4" in done.stdout
+    done = ponder("report", run, "--formats", joined, "--policy", str(tmp_path / "p0.json"), "--policy",
+                  str(tmp_path / "p1.json"), home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "| auto | 8 | 1.00" in done.stdout  # each half judged by the other's policy: programs where prose fails

@@ -35,6 +35,8 @@ from ponder.eval.metrics import Cell, summarize
 from ponder.search.base import Sampling, Search, SearchResult
 from ponder.specs import parse_spec
 from ponder.stats import mean
+from ponder.tasks.base import Task
+from ponder.tasks.program import with_format
 
 POLICY_VERSION = 1
 POLICIES = Path(__file__).parent / "policies"  # policies shipped for registry models: MODEL.json
@@ -51,7 +53,7 @@ class Choice:
 @dataclass(frozen=True)
 class Policy:
     model: str
-    verifier: str
+    verifier: str | None  # None: difficulty predicted by agreement, and no cell needs a verifier
     probe: int  # samples drawn and scored to predict difficulty
     thresholds: list[float]  # predicted scores cutting the bins, descending: bin 1 above the first (easiest)
     sample_flops: float  # FLOPs of one sample (the budget unit)
@@ -129,11 +131,15 @@ def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: in
     decide its strategy; 0 keeps each bin's raw accuracy (Snell et al.'s rule, with far more questions)."""
     if not rows:
         raise BadParameter("the calibration run holds no results yet")
-    if not settings.get("verifier"):
-        raise BadParameter("calibration needs a run with a verifier: difficulty is predicted from its scores")
+    if predictor == "score" and not settings.get("verifier"):
+        raise BadParameter("calibration by --predictor score needs a run with a verifier (difficulty is predicted "
+                           "from its scores): use --predictor agreement, or a run with --verifier")
     scores: dict[str, list[float]] = defaultdict(list)
     for row in rows:
-        if not any(s.get("step_scores") for s in row["pool"][:probe]):
+        if len(row.get("pool") or []) < probe:
+            raise BadParameter(f"item {row['question']} pooled fewer than {probe} samples: calibrate on a run "
+                               f"with majority, bon or weighted_bon at a budget of at least {probe}")
+        if predictor == "score" and not any(s.get("step_scores") for s in row["pool"][:probe]):
             raise BadParameter(f"item {row['question']} has no scored pool: calibrate with bon or weighted_bon")
         scores[row["question"]].append(predicted_difficulty(_probes(row, probe), predictor))
     predicted = {q: mean(v) for q, v in scores.items()}
@@ -156,9 +162,9 @@ def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: in
     table = {b: {n: _best([c for c in cells if c.difficulty_bin == b] or overall, n, unit, min(probe, n), estimate)
                  for n in budgets}
              for b in range(1, bins + 1)}  # a bin that ties left empty: all questions
-    return Policy(settings["model"], settings["verifier"], probe, thresholds, unit, table,
-                  {k: settings[k] for k in ("temperature", "max_tokens", "width") if k in settings} | {"prior": prior},
-                  sorted(predicted), predictor)
+    kept = ("temperature", "max_tokens", "width", "answer_format")
+    return Policy(settings["model"], settings.get("verifier"), probe, thresholds, unit, table,
+                  {k: settings[k] for k in kept if k in settings} | {"prior": prior}, sorted(predicted), predictor)
 
 
 def _probes(row: dict[str, Any], k: int) -> list[tuple[str | None, list[float]]]:
@@ -187,6 +193,41 @@ def with_auto(rows: list[dict[str, Any]], policies: list[Policy]) -> list[dict[s
     return kept
 
 
+def with_formats(rows: list[dict[str, Any]], settings: dict[str, Any],
+                 others: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """A grid's items joined with other grids' of the same questions and seeds in other answer formats, so a
+    policy can choose the format too: their cells come in as "majority:format=program@8". Items that not every
+    grid holds are left out; the oracle (pass@n) of another format is not a choice and stays out."""
+    formats = [settings.get("answer_format", "cot")]
+    joined = {(r["question"], r.get("seed", 0)): r | {"results": dict(r["results"])} for r in rows}
+    for other_settings, other_rows in others:
+        answer_format = other_settings.get("answer_format", "cot")
+        if answer_format in formats:
+            raise BadParameter(f"two runs of format {answer_format}: give one run per format (see --format)")
+        if any(other_settings.get(k) != settings.get(k) for k in ("tasks", "task_seed")):
+            raise BadParameter(f"the runs are of different questions (tasks {settings.get('tasks')} seed "
+                               f"{settings.get('task_seed')}, and {other_settings.get('tasks')} seed "
+                               f"{other_settings.get('task_seed')}): join runs of the same task set")
+        if None not in (verifier := other_settings.get("verifier"), settings.get("verifier")) and \
+                verifier != settings.get("verifier"):
+            raise BadParameter(f"the runs were judged by different verifiers ({settings.get('verifier')}, {verifier}):"
+                               " a policy uses one")
+        if other_settings.get("model") != settings.get("model"):
+            raise BadParameter(f"the runs are of different models ({settings.get('model')}, "
+                               f"{other_settings.get('model')}): a policy is for one model")
+        formats.append(answer_format)
+        theirs = {(r["question"], r.get("seed", 0)): r for r in other_rows}
+        joined = {key: row for key, row in joined.items() if key in theirs}
+        for key, row in joined.items():
+            for cell, entry in theirs[key]["results"].items():
+                strategy, n = cell.rsplit("@", 1)
+                if parse_spec(strategy)[0] not in ("pass", "auto"):
+                    row["results"][f"{strategy}{',' if ':' in strategy else ':'}format={answer_format}@{n}"] = entry
+    if not joined:
+        raise BadParameter("the runs share no question and seed: join runs of the same task set and seeds")
+    return list(joined.values())
+
+
 def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
     """What `auto` at budget n would have answered and spent on this grid item (one question, one seed).
 
@@ -195,14 +236,6 @@ def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
     beyond the probe; any other choice pays for the probe on top of its cell (its prompt counted twice: a
     slight overcharge)."""
     results = row["results"]
-
-    def scored(k: int) -> dict[str, Any]:
-        for name in ("bon", "weighted_bon"):  # their cells cost k samples drawn and scored
-            if f"{name}@{k}" in results:
-                return results[f"{name}@{k}"]
-        raise BadParameter(f"replaying auto needs the grid's bon or weighted_bon at n = {k} (the probe): "
-                           f"run the grid with budget {k} and one of them")
-
     k = min(policy.probe, n)  # as AutoStrategy: never more probes than the budget
     predicted = predicted_difficulty(_probes(row, k), policy.predictor)
     choice = policy.choose(predicted, n)
@@ -210,16 +243,24 @@ def replay(policy: Policy, row: dict[str, Any], n: int) -> dict[str, Any]:
     if cell is None:
         raise BadParameter(f"the policy chose {choice.strategy}@{choice.n}, which this grid did not run: "
                            "replay on a grid with the calibration grid's strategies and budgets")
-    probe = scored(k)
+    # The probe's cost: k samples drawn, and scored where difficulty is predicted by score.
+    probe_cells = ("bon", "weighted_bon") if policy.predictor == "score" else ("majority", "bon", "weighted_bon")
+    probe = next((results[f"{name}@{k}"] for name in probe_cells if f"{name}@{k}" in results), None)
+    if probe is None:
+        raise BadParameter(f"replaying auto needs the grid's {' or '.join(probe_cells)} at n = {k} (the probe): "
+                           f"run the grid with budget {k} and one of them")
     costs = ("flops", "tokens", "seconds")
     if choice.strategy == "majority" and f"majority@{k}" in results:  # drawn, and the probe judged
         drawn = results[f"majority@{max(choice.n, k)}"]
         unjudged = results[f"majority@{k}"]
         spent = {unit: drawn.get(unit, 0.0) + probe.get(unit, 0.0) - unjudged.get(unit, 0.0) for unit in costs}
-    elif choice.strategy in POOLED:
-        paid = scored(choice.n) if choice.n >= k else probe
+    elif choice.strategy in POOLED and (choice.n >= k or policy.predictor == "score"):  # probe within its pool
+        paid = cell if choice.n >= k else probe
         spent = {unit: max(paid.get(unit, 0.0), probe.get(unit, 0.0)) for unit in costs}
-    else:
+    elif choice.strategy in POOLED:  # k drawn unjudged, then the first n of them judged
+        unjudged = results.get(f"majority@{choice.n}", {})
+        spent = {unit: probe.get(unit, 0.0) + cell.get(unit, 0.0) - unjudged.get(unit, 0.0) for unit in costs}
+    else:  # not pooled, or pooled in another format: the probe is paid on top
         spent = {unit: cell.get(unit, 0.0) + probe.get(unit, 0.0) for unit in costs}
     return {"answer": cell.get("answer"), "correct": cell["correct"], "choice": f"{choice.strategy}@{choice.n}",
             "bin": policy.bin_of(predicted)} | spent
@@ -252,12 +293,16 @@ class AutoStrategy:
     def run(self, search: Search) -> SearchResult:
         from ponder.search import make_strategy
 
-        search.needs_verifier("the auto strategy (it predicts difficulty from verifier scores)")
+        by_score = self.policy.predictor == "score"
+        if by_score:
+            search.needs_verifier("the auto strategy with a policy that predicts difficulty from verifier scores")
+        question = getattr(search.task, "question", None) or search.task  # the word problem, in no format yet
+        search = self._asking(search, question, self.policy.settings.get("answer_format", "cot"))  # as calibrated
         k = min(self.policy.probe, self.n)
         children = search.forks(max(self.n, k))
         whole = search.whole_answers(self.sampling.whole())  # as the grid's pool drew them
         probe = search.extend(children[:k], whole)
-        probe_scores = search.score(probe)
+        probe_scores = search.score(probe) if by_score else [[] for _ in probe]
         answers = [c.answer for c in search.candidates(probe, probe_scores)]
         predicted = predicted_difficulty(list(zip(answers, probe_scores)), self.policy.predictor)
         choice = self.policy.choose(predicted, self.n)
@@ -267,19 +312,33 @@ class AutoStrategy:
             more = search.forks(choice.n)[k:]
             extra = search.extend(more, whole) if more else []
             pool = (probe + extra)[: choice.n]
-            # Majority reads no scores: the samples beyond the probe go unjudged.
-            more_scores = [[] for _ in extra] if choice.strategy == "majority" else search.score(extra) if extra else []
-            scores = (probe_scores + more_scores)[: choice.n]
+            if choice.strategy == "majority":  # reads no scores: what was not scored for the probe stays so
+                scores = (probe_scores + [[] for _ in extra])[: choice.n]
+            elif by_score:
+                scores = (probe_scores + (search.score(extra) if extra else []))[: choice.n]
+            else:  # judged now, only the samples it chooses among
+                scores = search.score(pool)
             candidates = search.candidates(pool, scores)
             result = search.result(self.name, POOLED[choice.strategy](candidates, search.task.vote_key), candidates,
                                    self)
         else:
+            name, own = parse_spec(choice.strategy)
+            if "format" in own:  # a strategy in another answer format: the same question asked that way
+                search = self._asking(search, question, own.pop("format"))
             given: dict[str, Any] = {"max_tokens": self.sampling.max_tokens}
-            if choice.strategy != "greedy":
+            if name != "greedy":
                 given |= {"temperature": self.sampling.temperature, "seed": self.sampling.seed}
-            if "width" in self.policy.settings and parse_spec(choice.strategy)[0] in TREES:
+            if "width" in self.policy.settings and name in TREES:
                 given["width"] = self.policy.settings["width"]  # the grid's; a variant's own wins
-            result = make_strategy(choice.strategy, choice.n, **given).run(search)
+            result = make_strategy(name, choice.n, **(given | own)).run(search)
             result.strategy = self.name
         result.settings = {"n": self.n, **settings}
         return result
+
+    @staticmethod
+    def _asking(search: Search, question: Task, answer_format: str) -> Search:
+        """The search, its question asked in `answer_format`, on the same generator, verifier and budget."""
+        task = with_format(question, answer_format)
+        if task is search.task:
+            return search
+        return Search(search.generator, task, search.budget, search.verifier, search.aggregation, search.progress)

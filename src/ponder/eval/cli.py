@@ -69,6 +69,20 @@ def evaluate(
     out.print(f"{len(keys)} items ({ran} now) in {out_path}: `ponder report {out_path}` summarises them")
 
 
+FORMATS_HELP = ("Runs of the same questions and seeds in other answer formats (`ponder eval --format`), joined in: "
+                "their cells become choices such as majority:format=program@8.")
+
+
+def _joined(run: Path, formats: list[Path]) -> list[dict]:
+    """The run's items with the cells of runs in other answer formats (see `ponder.allocate.with_formats`)."""
+    from ponder.allocate import with_formats
+    from ponder.jobs import RunStore
+
+    stores = [RunStore.existing(p) for p in [run, *formats]]
+    return with_formats([r for _, r in stores[0].items()], stores[0].settings,
+                        [(s.settings, [r for _, r in s.items()]) for s in stores[1:]])
+
+
 def report(
     run: Annotated[Path, typer.Argument(help="A run store from `ponder eval`.")],
     compare: Annotated[list[Path] | None, typer.Option(help="Other runs to draw on the same axes.")] = None,
@@ -79,6 +93,7 @@ def report(
     policy: Annotated[list[Path] | None, typer.Option(
         help="Add auto@n, replayed exactly from the grid, each question by a policy not calibrated on it "
              "(give the policies of both folds to judge every question).")] = None,
+    formats: Annotated[list[Path] | None, typer.Option("--formats", help=FORMATS_HELP)] = None,
 ) -> None:
     """A self-contained HTML report with figures, and a markdown table beside it."""
     from ponder.allocate import Policy, with_auto
@@ -93,6 +108,8 @@ def report(
         return Run(str(store.settings.get("model", path.stem)), rows, store.settings)
 
     main = load(run)
+    if formats:
+        main = Run(main.label, _joined(run, formats), main.settings)
     if policy:
         policies = [Policy.load(p) for p in policy]
         if wrong := [p.model for p in policies if p.model != main.settings.get("model")]:
@@ -135,6 +152,7 @@ def allocate(
     predictor: Annotated[str, typer.Option(help="How the probes predict difficulty: score (the verifier's mean "
                                                 "final score) or agreement (how many give the commonest "
                                                 "answer).")] = "score",
+    formats: Annotated[list[Path] | None, typer.Option("--formats", help=FORMATS_HELP)] = None,
 ) -> None:
     """Make a compute-optimal policy from a calibration run: per difficulty bin and budget, the best strategy."""
     from ponder.allocate import build_policy, fold_of
@@ -143,10 +161,15 @@ def allocate(
     if hold_out is not None and not 0 <= hold_out < folds:
         raise BadParameter(f"--hold-out must be a fold number from 0 to {folds - 1} (with --folds {folds})")
     store = RunStore.existing(run)
-    rows = [r for _, r in store.items() if hold_out is None or fold_of(r["question"], folds) != hold_out]
+    rows = _joined(run, formats) if formats else [r for _, r in store.items()]
+    rows = [r for r in rows if hold_out is None or fold_of(r["question"], folds) != hold_out]
     if prior < 0:
         raise BadParameter(f"--prior must be 0 or more, not {prior}")
-    policy = build_policy(rows, store.settings, probe, bins, prior, predictor)
+    settings = store.settings
+    if formats and not settings.get("verifier"):  # another format's run may bring the verifier its cells need
+        settings = settings | {"verifier": next((v for p in formats if (v := RunStore.existing(p).settings.get(
+            "verifier"))), None)}
+    policy = build_policy(rows, settings, probe, bins, prior, predictor)
     policy.save(out_path)
     for b, levels in sorted(policy.table.items()):
         out.print(f"bin {b}: " + ", ".join(f"n={n}: {c.strategy}@{c.n} ({c.accuracy:.2f})" for n, c in levels.items()))
