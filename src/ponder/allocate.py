@@ -10,7 +10,9 @@ most n samples, any other at most n samples' FLOPs, the probes' included. At
 run time (`AutoStrategy`) the probe samples are drawn and scored first, charged to the budget, and
 reused as the first samples of a pooled strategy (majority, best-of-N), whose seeded forks they are.
 A strategy's settings are chosen with it where the calibration grid ran variants of it ("beam:width=2"
-beside "beam", "revisions:length=2" for the ratio of sequential to parallel samples).
+beside "beam", "revisions:length=2" for the ratio of sequential to parallel samples), and so is the answer
+format where runs of the same questions in other formats are joined in (`with_formats`: a chain of thought
+or a program, "majority:format=program@8"); the probes are asked in the calibration run's own format.
 
 `replay` computes what `auto` would have done on a stored grid item, exactly, without running it: the
 probes are the pool's first samples, and whatever it chooses is a cell of the same grid. So an
