@@ -1,0 +1,90 @@
+"""`ponder train sft | dpo | data`: learn from search, on ponder's own model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(no_args_is_help=True, help="Fine-tune a model (SFT, DPO; full or LoRA) on what search verified.")
+out = Console(highlight=False, soft_wrap=True)
+
+Model = Annotated[str, typer.Argument(help="A registry name, .gguf file or checkpoint folder.")]
+Data = Annotated[Path, typer.Argument(help="JSONL rows (see `ponder train --help`).")]
+Out = Annotated[Path, typer.Option("--out", help="The folder: checkpoints while training, then the model.")]
+Steps = Annotated[int | None, typer.Option(help="Optimizer steps (default: one pass over the data).")]
+LoraRank = Annotated[int, typer.Option(help="Train LoRA adapters of this rank (merged into the saved model); "
+                                            "0 trains every weight.")]
+BatchSize = Annotated[int, typer.Option(help="Rows (DPO: pairs) per optimizer step, all processes together.")]
+MicroBatch = Annotated[int, typer.Option(help="Rows per forward pass (memory).")]
+Lr = Annotated[float | None, typer.Option(help="Peak learning rate (default: SFT 1e-5, LoRA 2e-4; DPO 1e-6, "
+                                               "LoRA 2e-5).")]
+MaxLength = Annotated[int, typer.Option(help="Longest row in tokens; longer ones are skipped and counted.")]
+SaveEvery = Annotated[int, typer.Option(help="Checkpoint every this many steps (a restart loses at most these).")]
+Bf16 = Annotated[bool | None, typer.Option(help="bf16 autocast (default: on a GPU only).")]
+
+
+def _settings(kind: str, **given: object) -> object:
+    import torch
+
+    from ponder.train.trainer import TrainSettings
+
+    if given.get("bf16") is None:
+        given["bf16"] = torch.cuda.is_available()
+    return TrainSettings(kind=kind, **given)  # type: ignore[arg-type]
+
+
+@app.command()
+def sft(model: Model, data: Data, out_path: Out, steps: Steps = None, lora_rank: LoraRank = 0,
+        batch_size: BatchSize = 16, micro_batch: MicroBatch = 4, lr: Lr = None, max_length: MaxLength = 1024,
+        save_every: SaveEvery = 50, bf16: Bf16 = None,
+        seed: Annotated[int, typer.Option(help="Orders the rows.")] = 0) -> None:
+    """Supervised fine-tuning on rows {"messages": [...]}: the loss is on the assistant's tokens only."""
+    from ponder.train.trainer import train
+
+    settings = _settings("sft", steps=steps, lora_rank=lora_rank, batch_size=batch_size, micro_batch=micro_batch,
+                         lr=lr, max_length=max_length, save_every=save_every, bf16=bf16, seed=seed)
+    train(model, data, out_path, settings, say=out.print)  # type: ignore[arg-type]
+
+
+@app.command()
+def dpo(model: Model, data: Data, out_path: Out, steps: Steps = None, lora_rank: LoraRank = 0,
+        batch_size: BatchSize = 16, micro_batch: MicroBatch = 2, lr: Lr = None, max_length: MaxLength = 1024,
+        save_every: SaveEvery = 50, bf16: Bf16 = None,
+        beta: Annotated[float, typer.Option(help="How far from the reference the policy may move.")] = 0.1,
+        nll_weight: Annotated[float, typer.Option(help="Weight of the NLL term on the chosen side (Llama 3).")] = 0.2,
+        seed: Annotated[int, typer.Option(help="Orders the pairs.")] = 0) -> None:
+    """DPO on rows {"prompt", "chosen", "rejected"} (TRL's format), as Llama 3: sigmoid loss, an NLL term on the
+    chosen response, the chat template's formatting tokens masked out of both sides."""
+    from ponder.train.trainer import train
+
+    settings = _settings("dpo", steps=steps, lora_rank=lora_rank, batch_size=batch_size, micro_batch=micro_batch,
+                         lr=lr, max_length=max_length, save_every=save_every, bf16=bf16, beta=beta,
+                         nll_weight=nll_weight, seed=seed)
+    train(model, data, out_path, settings, say=out.print)  # type: ignore[arg-type]
+
+
+@app.command()
+def data(
+    store: Annotated[Path, typer.Argument(help="An evaluation store (`ponder eval` with majority or bon).")],
+    sft_path: Annotated[Path | None, typer.Option("--sft", help="Write rejection-sampled SFT rows here.")] = None,
+    pairs_path: Annotated[Path | None, typer.Option("--pairs", help="Write preference pairs here.")] = None,
+    per_question: Annotated[int, typer.Option(help="At most this many right answers (and pairs) a question.")] = 4,
+) -> None:
+    """Training sets from search: the right samples of each question (SFT) and right-wrong pairs (DPO)."""
+    from ponder.errors import BadParameter
+    from ponder.train.from_search import from_store, write_jsonl
+
+    if sft_path is None and pairs_path is None:
+        raise BadParameter("say where the data goes: --sft FILE, --pairs FILE or both")
+    if per_question < 1:
+        raise BadParameter("--per-question must be at least 1")
+    made = from_store(store, per_question)
+    if sft_path:
+        write_jsonl(made.sft, sft_path)
+    if pairs_path:
+        write_jsonl(made.pairs, pairs_path)
+    out.print(f"{len(made.sft)} SFT rows and {len(made.pairs)} pairs from {made.questions} questions; "
+              f"{made.no_right_answer} had no right sample; {made.held_out} evaluation questions left out")

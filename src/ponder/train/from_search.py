@@ -1,0 +1,102 @@
+"""`ponder train data`: training sets from what search already drew and checked.
+
+An evaluation store keeps every pooled sample of every question with whether it was right (the task's checker;
+for code, the hidden tests run in the sandbox). Rejection-sampled SFT keeps the right ones (deduplicated, at most
+K a question), as Llama 3 does; preference pairs join a right and a wrong answer to the same question. Questions
+of ponder's evaluation sets are left out, and said so: what is learned from is never what is judged on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ponder.errors import BadParameter
+from ponder.tasks.base import Task
+
+
+@dataclass(frozen=True)
+class SearchData:
+    sft: list[dict[str, Any]]
+    pairs: list[dict[str, Any]]
+    questions: int  # used
+    held_out: int  # evaluation questions left out
+    no_right_answer: int  # questions none of whose samples was right
+
+
+def conversation(task: Task, completion: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(the prompt, the reply) as chat messages: a reply the prompt began (a code block opened for the model)
+    is joined to its beginning, so the reply is the whole assistant message."""
+    messages = [{"role": m["role"], "content": m["content"]} for m in task.messages]
+    if task.messages and task.messages[-1].get("prefix"):
+        begun = messages.pop()
+        return messages, [{"role": "assistant", "content": begun["content"] + completion}]
+    return messages, [{"role": "assistant", "content": completion}]
+
+
+def from_rows(rows: list[dict[str, Any]], tasks: dict[str, Task], per_question: int = 4,
+              held: set[str] | None = None) -> SearchData:
+    sft, pairs, used, held_out, none_right = [], [], 0, 0, 0
+    for row in sorted(rows, key=lambda r: (r["question"], r.get("seed", 0))):
+        task = tasks.get(row["question"])
+        if task is None:
+            raise BadParameter(f"question {row['question']!r} of the store is not in its task set: was the store "
+                               "made by another ponder version?")
+        if held is not None and row["question"] in held:
+            held_out += 1
+            continue
+        samples = [s for s in row.get("pool") or [] if s.get("text")]
+        right = _unique([s["text"] for s in samples if s.get("correct")])[:per_question]
+        wrong = _unique([s["text"] for s in samples if not s.get("correct")])
+        if not right:
+            none_right += 1
+            continue
+        used += 1
+        for text in right:
+            prompt, reply = conversation(task, text)
+            sft.append({"messages": prompt + reply, "question": row["question"]})
+        for good, bad in zip(right, wrong):
+            prompt, chosen = conversation(task, good)
+            rejected = conversation(task, bad)[1]
+            pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "question": row["question"]})
+    return SearchData(sft, pairs, used, held_out, none_right)
+
+
+def _unique(texts: list[str]) -> list[str]:
+    """In order, each text once (after trimming whitespace)."""
+    seen: set[str] = set()
+    out = []
+    for text in texts:
+        if text.strip() not in seen:
+            seen.add(text.strip())
+            out.append(text)
+    return out
+
+
+def from_store(path: Path, per_question: int = 4) -> SearchData:
+    from ponder.jobs import RunStore
+    from ponder.tasks import load_tasks, without_evaluation_questions
+    from ponder.tasks.program import with_format
+
+    store = RunStore.existing(path)
+    settings, rows = store.settings, [r for _, r in store.items()]
+    if "tasks" not in settings or not rows or "pool" not in rows[0]:
+        raise BadParameter(f"{path} is not an evaluation store with pooled samples: make one with `ponder eval` "
+                           "(majority or bon keep every sample)")
+    loaded = load_tasks(settings["tasks"], settings["size"], settings["task_seed"])
+    held = {t.id for t in loaded} - {t.id for t in without_evaluation_questions(loaded)}
+    tasks = {t.id: with_format(t, settings.get("answer_format") or "cot") for t in loaded}
+    return from_rows(rows, tasks, per_question, held)
+
+
+def write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
+    """All rows or none: written beside the target, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    os.replace(partial, path)

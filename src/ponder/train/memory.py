@@ -1,0 +1,43 @@
+"""Will a training run fit in memory? Said before the first step, not found out by the kernel's OOM killer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ponder.errors import BadParameter
+from ponder.models.config import ModelConfig
+
+if TYPE_CHECKING:
+    from ponder.train.trainer import TrainSettings
+
+GIB = 1 << 30
+
+
+def estimate_bytes(cfg: ModelConfig, settings: TrainSettings, longest: int) -> int:
+    """Peak bytes, roughly: fp32 weights; gradients and AdamW's two moments for what trains (LoRA: about 1% of
+    the weights); activations kept for the backward pass of one micro-batch (DPO: both sides) at the longest
+    row's length, with the attention scores of every layer; the loss tokens' logits, three copies."""
+    weights = cfg.n_params * 4
+    trained = weights if not settings.lora_rank else \
+        cfg.n_layers * settings.lora_rank * 4 * 2 * (4 * cfg.dim + 3 * cfg.ffn_dim)  # A and B of 7 linears
+    rows = settings.micro_batch * (2 if settings.kind == "dpo" else 1)
+    tokens = rows * longest
+    per_layer = tokens * (16 * cfg.dim + 4 * cfg.ffn_dim) * 4 + rows * cfg.n_heads * longest * longest * 4 * 2
+    logits = tokens * cfg.vocab_size * 4 * 3
+    return weights + 3 * trained + cfg.n_layers * per_layer + logits
+
+
+def available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(cfg: ModelConfig, settings: TrainSettings, longest: int) -> None:
+    need, have = estimate_bytes(cfg, settings, longest), available_bytes()
+    if have is not None and need > 0.9 * have:
+        raise BadParameter(f"training would need about {need / GIB:.1f} GiB and {have / GIB:.1f} GiB are free: "
+                           "lower --micro-batch or --max-length, or train LoRA (--lora-rank 16)")
