@@ -203,9 +203,21 @@ def test_sft_on_smollm2_lowers_the_loss_and_the_folder_is_a_model_for_ponder_and
     ponder_model("smollm2-135m-instruct")  # skips when not pulled
     data = write_rows(tmp_path / "sft.jsonl", SFT)
     out = tmp_path / "smol-sft"
+    from ponder.models.registry import model_dir
+
+    home = tmp_path / "home"  # the pulled model, linked into a home of the test's own
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "smollm2-135m-instruct").symlink_to(model_dir("smollm2-135m-instruct"))
+    assert "cannot register a model as 'smollm2-135m-instruct'" in error_line(ponder(
+        "train", "sft", "smollm2-135m-instruct", str(data), "--out", str(out), "--name", "smollm2-135m-instruct",
+        home=home))
     done = ponder("train", "sft", "smollm2-135m-instruct", str(data), "--out", str(out), "--steps", "4",
-                  "--batch-size", "4", "--lora-rank", "8", "--lr", "2e-3", home=None)
+                  "--batch-size", "4", "--lora-rank", "8", "--lr", "2e-3", "--name", "smol-sums", home=home)
     assert done.returncode == 0, done.stderr
+    listed = ponder("models", home=home)
+    assert "smol-sums" in listed.stdout and "trained" in listed.stdout
+    by_name = ponder("generate", "smol-sums", "What is 4 + 4?", "--max-tokens", "4", home=home)
+    assert by_name.returncode == 0 and by_name.stdout.strip(), by_name.stderr
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 4 and losses[-1] < losses[0]
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])

@@ -52,7 +52,8 @@ def main(debug: Annotated[bool, typer.Option(help="Show tracebacks and debug log
 def models() -> None:
     """Known models, whether they are pulled, their size and where they live."""
     from ponder.models.config import preset
-    from ponder.models.registry import REGISTRY, model_dir, ponder_home
+    from ponder.models.hf import read_config
+    from ponder.models.registry import REGISTRY, model_dir, ponder_home, registered
 
     table = Table(caption=f"pulled models live in {ponder_home() / 'models'}")
     table.add_column("name", no_wrap=True)
@@ -62,6 +63,10 @@ def models() -> None:
         cfg = preset(source.preset)
         table.add_row(name, cfg.arch, f"{cfg.n_params / 1e6:,.0f}M", f"{source.size / 1e6:,.0f} MB",
                       "yes" if model_dir(name).exists() else "no")
+    for name, folder in registered().items():  # trained with `ponder train --name`
+        cfg = read_config(folder)
+        size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+        table.add_row(name, cfg.arch, f"{cfg.n_params / 1e6:,.0f}M", f"{size / 1e6:,.0f} MB", f"trained: {folder}")
     out.print(table)
 
 

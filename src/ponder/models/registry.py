@@ -85,8 +85,38 @@ def resolve(spec: str) -> Path:
     path = Path(spec).expanduser()
     if path.exists():
         return path
+    if "/" not in spec and (model_dir(spec) / "config.json").is_file():  # a model registered by `ponder train --name`
+        return model_dir(spec).resolve()
     raise UnknownModel(f"unknown model {spec!r}: run `ponder models` to list known models, or pass a path "
                        "to a .gguf file or a checkpoint folder")
+
+
+def register(name: str, folder: Path) -> Path:
+    """Make a model folder (a trained one) loadable by `name`: a link under PONDER_HOME/models."""
+    link = check_name(name)
+    if link.is_symlink():
+        link.unlink()  # registered again: the newest model wins
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(folder.resolve(), target_is_directory=True)
+    return link
+
+
+def check_name(name: str) -> Path:
+    """Where a model registered as `name` would be linked, or a one-line error if the name cannot be used."""
+    if name in REGISTRY or name.startswith("hf:") or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise PonderError(f"cannot register a model as {name!r}: choose a new name of letters, digits, '.', '_' "
+                          "and '-' that is not a registry model's")
+    link = model_dir(name)
+    if link.exists() and not link.is_symlink():
+        raise PonderError(f"{link} exists and is not a registered model: choose another --name")
+    return link
+
+
+def registered() -> dict[str, Path]:
+    """Models registered by name (trained ones), name -> folder."""
+    models = ponder_home() / "models"
+    return {p.name: p.resolve() for p in sorted(models.iterdir()) if p.is_symlink() and (p / "config.json").is_file()} \
+        if models.is_dir() else {}
 
 
 def pull(name: str) -> Path:

@@ -24,6 +24,8 @@ Lr = Annotated[float | None, typer.Option(help="Peak learning rate (default: SFT
 MaxLength = Annotated[int, typer.Option(help="Longest row in tokens; longer ones are skipped and counted.")]
 SaveEvery = Annotated[int, typer.Option(help="Checkpoint every this many steps (a restart loses at most these).")]
 Bf16 = Annotated[bool | None, typer.Option(help="bf16 autocast (default: on a GPU only).")]
+Name = Annotated[str | None, typer.Option(help="Also register the trained model under this name, for every "
+                                                "command (`ponder generate NAME ...`, `ponder models`).")]
 
 
 def _settings(kind: str, **given: object) -> object:
@@ -36,34 +38,42 @@ def _settings(kind: str, **given: object) -> object:
     return TrainSettings(kind=kind, **given)  # type: ignore[arg-type]
 
 
+def _run(model: str, data: Path, out_path: Path, settings: object, name: str | None) -> None:
+    from ponder.models.registry import check_name, register
+    from ponder.train.trainer import train
+
+    if name:
+        check_name(name)  # before hours of training
+    train(model, data, out_path, settings, say=out.print)  # type: ignore[arg-type]
+    if name:
+        register(name, out_path)
+        out.print(f"registered as {name}: `ponder generate {name} \"...\"`")
+
+
 @app.command()
 def sft(model: Model, data: Data, out_path: Out, steps: Steps = None, lora_rank: LoraRank = 0,
         batch_size: BatchSize = 16, micro_batch: MicroBatch = 4, lr: Lr = None, max_length: MaxLength = 1024,
-        save_every: SaveEvery = 50, bf16: Bf16 = None,
+        save_every: SaveEvery = 50, bf16: Bf16 = None, name: Name = None,
         seed: Annotated[int, typer.Option(help="Orders the rows.")] = 0) -> None:
     """Supervised fine-tuning on rows {"messages": [...]}: the loss is on the assistant's tokens only."""
-    from ponder.train.trainer import train
-
     settings = _settings("sft", steps=steps, lora_rank=lora_rank, batch_size=batch_size, micro_batch=micro_batch,
                          lr=lr, max_length=max_length, save_every=save_every, bf16=bf16, seed=seed)
-    train(model, data, out_path, settings, say=out.print)  # type: ignore[arg-type]
+    _run(model, data, out_path, settings, name)
 
 
 @app.command()
 def dpo(model: Model, data: Data, out_path: Out, steps: Steps = None, lora_rank: LoraRank = 0,
         batch_size: BatchSize = 16, micro_batch: MicroBatch = 2, lr: Lr = None, max_length: MaxLength = 1024,
-        save_every: SaveEvery = 50, bf16: Bf16 = None,
+        save_every: SaveEvery = 50, bf16: Bf16 = None, name: Name = None,
         beta: Annotated[float, typer.Option(help="How far from the reference the policy may move.")] = 0.1,
         nll_weight: Annotated[float, typer.Option(help="Weight of the NLL term on the chosen side (Llama 3).")] = 0.2,
         seed: Annotated[int, typer.Option(help="Orders the pairs.")] = 0) -> None:
     """DPO on rows {"prompt", "chosen", "rejected"} (TRL's format), as Llama 3: sigmoid loss, an NLL term on the
     chosen response, the chat template's formatting tokens masked out of both sides."""
-    from ponder.train.trainer import train
-
     settings = _settings("dpo", steps=steps, lora_rank=lora_rank, batch_size=batch_size, micro_batch=micro_batch,
                          lr=lr, max_length=max_length, save_every=save_every, bf16=bf16, beta=beta,
                          nll_weight=nll_weight, seed=seed)
-    train(model, data, out_path, settings, say=out.print)  # type: ignore[arg-type]
+    _run(model, data, out_path, settings, name)
 
 
 @app.command()
