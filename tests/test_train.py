@@ -249,3 +249,33 @@ def test_training_data_from_a_store_keeps_right_answers_once_and_pairs_them_with
     assert made.pairs[0]["chosen"][0]["content"].endswith("return 1\n```")
     assert made.pairs[0]["rejected"][0]["content"].endswith("return 2\n```")
     assert from_rows(rows[:1], {code.id: code}, per_question=1).sft.__len__() == 1
+
+
+def test_revision_rows_end_in_a_right_answer_after_the_closest_wrong_attempt_and_learn_only_it(
+        smol_tokenizer) -> None:  # noqa: ANN001
+    from collections import Counter
+
+    from ponder.search.revise import REVISE_PROMPT
+    from ponder.tasks import question_task
+
+    task = question_task("What is 17 + 25?", "math", "42")
+    wrong = ["17 + 25 = 32. The answer is 32.", "The answer is 7.", "17 + 25 = 42. The answer is 41.",
+             "I do not know.", "25 + 17 = 43. The answer is 43."]
+    right = "17 + 25 = 42. The answer is 42."
+    rows = [{"question": f"q{i}", "seed": 0, "pool": [{"text": right, "correct": True}] +
+             [{"text": w, "correct": False} for w in wrong]} for i in range(200)]
+    made = from_rows(rows, {f"q{i}": task for i in range(200)}, per_question=1, seed=3)
+    counts = Counter()
+    for row in made.revisions:
+        messages = row["messages"]
+        attempts = [m for m in messages if m["role"] == "assistant" and m.get("train") is False]
+        counts[len(attempts)] += 1
+        assert messages[-1] == {"role": "assistant", "content": right}
+        if attempts:
+            assert attempts[-1]["content"] == "17 + 25 = 42. The answer is 41."  # one character from the right one
+            assert messages[-2] == {"role": "user", "content": REVISE_PROMPT}
+    assert set(counts) == {0, 1, 2, 3, 4} and min(counts.values()) > 20  # 0 to 4 attempts, about evenly
+    longest = next(r["messages"] for r in made.revisions if sum(m.get("train") is False for m in r["messages"]) == 4)
+    tokens = tokenize(smol_tokenizer, longest)
+    learned = smol_tokenizer.decode([i for i, part in zip(tokens.ids, tokens.parts) if part == CONTENT])
+    assert learned == right  # the wrong attempts are context, never learned

@@ -81,14 +81,16 @@ def data(
     store: Annotated[Path, typer.Argument(help="An evaluation store (`ponder eval` with majority or bon).")],
     sft_path: Annotated[Path | None, typer.Option("--sft", help="Write rejection-sampled SFT rows here.")] = None,
     pairs_path: Annotated[Path | None, typer.Option("--pairs", help="Write preference pairs here.")] = None,
+    revisions_path: Annotated[Path | None, typer.Option("--revisions", help="Write revision-model SFT rows here: "
+                                                        "0-4 wrong attempts, then a right answer.")] = None,
     per_question: Annotated[int, typer.Option(help="At most this many right answers (and pairs) a question.")] = 4,
 ) -> None:
     """Training sets from search: the right samples of each question (SFT) and right-wrong pairs (DPO)."""
     from ponder.errors import BadParameter
     from ponder.train.from_search import from_store, write_jsonl
 
-    if sft_path is None and pairs_path is None:
-        raise BadParameter("say where the data goes: --sft FILE, --pairs FILE or both")
+    if sft_path is None and pairs_path is None and revisions_path is None:
+        raise BadParameter("say where the data goes: --sft FILE, --pairs FILE, --revisions FILE (any of them)")
     if per_question < 1:
         raise BadParameter("--per-question must be at least 1")
     made = from_store(store, per_question)
@@ -96,5 +98,8 @@ def data(
         write_jsonl(made.sft, sft_path)
     if pairs_path:
         write_jsonl(made.pairs, pairs_path)
-    out.print(f"{len(made.sft)} SFT rows and {len(made.pairs)} pairs from {made.questions} questions; "
+    if revisions_path:
+        write_jsonl(made.revisions, revisions_path)
+    out.print(f"{len(made.sft)} SFT rows, {len(made.pairs)} pairs and {len(made.revisions)} revision rows from "
+              f"{made.questions} questions; "
               f"{made.no_right_answer} had no right sample; {made.held_out} evaluation questions left out")

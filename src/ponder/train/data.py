@@ -1,6 +1,7 @@
 """Training rows from JSONL, in the formats users already have, as token ids with loss masks.
 
-SFT rows are `{"messages": [...]}`; preference rows are TRL's conversational format, `{"prompt": [...messages],
+SFT rows are `{"messages": [...]}` (an assistant message marked `"train": false` is context, not learned: the wrong
+attempts before a revision); preference rows are TRL's conversational format, `{"prompt": [...messages],
 "chosen": [...assistant messages], "rejected": [...]}`, with plain strings accepted for any of the three. A
 conversation is rendered once by the model's own chat template and tokenized once; each token is then labelled by
 where its characters fall: the prompt, an assistant message's content, or the template's formatting around it
@@ -88,7 +89,7 @@ def _messages(value: Any, role: str, where: str) -> list[dict[str, str]]:
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
             raise BadParameter(f"{where}: each message needs a role ({', '.join(ROLES)}) and string content, "
                                f"not {json.dumps(m)[:80]}")
-        out.append({"role": m["role"], "content": m["content"]})
+        out.append({"role": m["role"], "content": m["content"]} | ({"train": False} if m.get("train") is False else {}))
     return out
 
 
@@ -97,7 +98,7 @@ def tokenize(tokenizer: Tokenizer, messages: list[dict[str, str]]) -> Tokenized:
     text = tokenizer.render_chat(messages, add_generation_prompt=False)
     spans: list[tuple[int, int, int]] = []  # (start, end, part) of each assistant message's content and its end
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or m.get("train") is False:  # a message marked "train": false is context
             continue
         before = tokenizer.render_chat(messages[:i], add_generation_prompt=True)
         through = tokenizer.render_chat(messages[: i + 1], add_generation_prompt=False)
@@ -126,7 +127,8 @@ def load_sft(path: Path, tokenizer: Tokenizer, max_length: int) -> tuple[list[To
         if "messages" not in row:
             raise BadParameter(f"{where}: an SFT row is {{\"messages\": [...]}}; this one has {sorted(row)}")
         messages = _messages(row["messages"], "user", where)
-        if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+        if not any(m["role"] == "assistant" and m["content"].strip() and m.get("train") is not False
+                   for m in messages):
             skipped.add("rows with no assistant answer", number)
             continue
         example = tokenize(tokenizer, messages)

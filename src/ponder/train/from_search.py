@@ -2,7 +2,10 @@
 
 An evaluation store keeps every pooled sample of every question with whether it was right (the task's checker;
 for code, the hidden tests run in the sandbox). Rejection-sampled SFT keeps the right ones (deduplicated, at most
-K a question), as Llama 3 does; preference pairs join a right and a wrong answer to the same question. Questions
+K a question), as Llama 3 does; preference pairs join a right and a wrong answer to the same question; revision
+rows (Snell et al.) show 0 to 4 wrong attempts, each followed by the revision prompt, then a right answer, the last
+wrong attempt the one closest to the right answer by character edit distance, the others drawn at random: only the
+right answer is learned (the attempts are marked "train": false). Questions
 of ponder's evaluation sets are left out, and said so: what is learned from is never what is judged on.
 """
 
@@ -10,7 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ class SearchData:
     questions: int  # used
     held_out: int  # evaluation questions left out
     no_right_answer: int  # questions none of whose samples was right
+    revisions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def conversation(task: Task, completion: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -38,8 +43,9 @@ def conversation(task: Task, completion: str) -> tuple[list[dict[str, str]], lis
 
 
 def from_rows(rows: list[dict[str, Any]], tasks: dict[str, Task], per_question: int = 4,
-              held: set[str] | None = None) -> SearchData:
-    sft, pairs, used, held_out, none_right = [], [], 0, 0, 0
+              held: set[str] | None = None, seed: int = 0) -> SearchData:
+    rng = random.Random(seed)
+    sft, pairs, revisions, used, held_out, none_right = [], [], [], 0, 0, 0
     for row in sorted(rows, key=lambda r: (r["question"], r.get("seed", 0))):
         task = tasks.get(row["question"])
         if task is None:
@@ -62,7 +68,35 @@ def from_rows(rows: list[dict[str, Any]], tasks: dict[str, Task], per_question: 
             prompt, chosen = conversation(task, good)
             rejected = conversation(task, bad)[1]
             pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "question": row["question"]})
-    return SearchData(sft, pairs, used, held_out, none_right)
+        for good in right:
+            revisions.append({"messages": revision(task, _attempts(good, wrong, rng), good),
+                              "question": row["question"]})
+    return SearchData(sft, pairs, used, held_out, none_right, revisions)
+
+
+def _attempts(right: str, wrong: list[str], rng: random.Random, most: int = 4) -> list[str]:
+    """0 to `most` wrong attempts before `right` (as many as there are, at most): the last the closest to it by
+    character edit distance, the others at random."""
+    from rapidfuzz.distance import Levenshtein
+
+    k = rng.randint(0, min(most, len(wrong)))
+    if not k:
+        return []
+    closest = min(wrong, key=lambda w: Levenshtein.distance(w, right))
+    others = [w for w in wrong if w is not closest]
+    return rng.sample(others, k - 1) + [closest]
+
+
+def revision(task: Task, attempts: list[str], right: str) -> list[dict[str, Any]]:
+    """The conversation the `revisions` strategy shows the model, ending in the right answer: each attempt (not
+    learned) followed by the revision prompt."""
+    from ponder.search.revise import REVISE_PROMPT
+
+    prompt, reply = conversation(task, right)
+    context: list[dict[str, Any]] = []
+    for attempt in attempts:
+        context += [conversation(task, attempt)[1][0] | {"train": False}, {"role": "user", "content": REVISE_PROMPT}]
+    return prompt + context + reply
 
 
 def _unique(texts: list[str]) -> list[str]:
