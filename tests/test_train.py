@@ -279,3 +279,22 @@ def test_revision_rows_end_in_a_right_answer_after_the_closest_wrong_attempt_and
     tokens = tokenize(smol_tokenizer, longest)
     learned = smol_tokenizer.decode([i for i, part in zip(tokens.ids, tokens.parts) if part == CONTENT])
     assert learned == right  # the wrong attempts are context, never learned
+
+
+def test_whole_templates_are_held_out_and_reports_split_seen_from_unseen() -> None:
+    from ponder.eval.cli import _of_templates
+    from ponder.eval.report import Run
+    from ponder.tasks import load_tasks
+    from ponder.tasks.program import with_format
+    from ponder.tasks.templates import template_of, unseen
+
+    tasks = load_tasks("gsm_symbolic", 100, 2024)
+    templates = [template_of(t) for t in tasks]
+    assert None not in templates and template_of(with_format(tasks[0], "program")) == templates[0]
+    held = {k for k in templates if unseen(k, 0.25)}
+    assert 0 < len(held) < len(set(templates)) / 2 and held == {k for k in templates if unseen(k, 0.25)}
+    settings = {"tasks": "gsm_symbolic", "size": 100, "task_seed": 2024}
+    run = Run("m", [{"question": t.id} for t in tasks], settings)
+    unseen_rows, seen_rows = _of_templates(run, "unseen", 0.25), _of_templates(run, "seen", 0.25)
+    assert len(unseen_rows) + len(seen_rows) == 100 and len(unseen_rows) == sum(k in held for k in templates)
+    assert template_of(load_tasks("chain_sum", 1, 0)[0]) is None

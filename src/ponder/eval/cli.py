@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from ponder.errors import BadParameter
+
+if TYPE_CHECKING:
+    from ponder.eval.report import Run
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -83,6 +86,21 @@ def _joined(run: Path, formats: list[Path]) -> list[dict]:
                         [(s.settings, [r for _, r in s.items()]) for s in stores[1:]])
 
 
+def _of_templates(run: Run, which: str, share: float) -> list[dict]:
+    """The run's rows whose questions come from templates held out of training (unseen) or not (seen)."""
+    from ponder.tasks import load_tasks
+    from ponder.tasks.templates import template_of, unseen
+
+    if which not in ("seen", "unseen"):
+        raise BadParameter(f"--templates is seen or unseen, not {which!r}")
+    settings = run.settings
+    tasks = load_tasks(settings["tasks"], settings["size"], settings["task_seed"])
+    template = {t.id: template_of(t) for t in tasks}
+    if all(v is None for v in template.values()):
+        raise BadParameter(f"the questions of {settings['tasks']} have no templates: leave out --templates")
+    return [r for r in run.rows if unseen(template[r["question"]], share) == (which == "unseen")]
+
+
 def report(
     run: Annotated[Path, typer.Argument(help="A run store from `ponder eval`.")],
     compare: Annotated[list[Path] | None, typer.Option(help="Other runs to draw on the same axes.")] = None,
@@ -94,6 +112,10 @@ def report(
         help="Add auto@n, replayed exactly from the grid, each question by a policy not calibrated on it "
              "(give the policies of both folds to judge every question).")] = None,
     formats: Annotated[list[Path] | None, typer.Option("--formats", help=FORMATS_HELP)] = None,
+    templates: Annotated[str | None, typer.Option(help="Only the questions of templates seen in training, or "
+                                                       "unseen (see --hold-out-templates).")] = None,
+    hold_out_templates: Annotated[float, typer.Option(help="The share of templates held out of training, as "
+                                                           "`ponder train data` was given.")] = 0.25,
 ) -> None:
     """A self-contained HTML report with figures, and a markdown table beside it."""
     from ponder.allocate import Policy, with_auto
@@ -108,6 +130,8 @@ def report(
         return Run(str(store.settings.get("model", path.stem)), rows, store.settings)
 
     main = load(run)
+    if templates:
+        main.rows = _of_templates(main, templates, hold_out_templates)
     if formats:
         main = Run(main.label, _joined(run, formats), main.settings)
     if policy:
@@ -121,6 +145,8 @@ def report(
         out.print(f"auto replayed on {len(rows)} of {len(main.rows)} items (the rest calibrated the policies)")
         main = Run(main.label, rows, main.settings)
     others = [load(p) for p in compare or []]
+    for other in others if templates else []:
+        other.rows = _of_templates(other, templates, hold_out_templates)
     if others:  # runs still under way, or of other sizes: compare them on the questions every one holds
         common = set.intersection(*({r["question"] for r in x.rows} for x in [main, *others]))
         if not common:

@@ -11,7 +11,7 @@ import difflib
 import functools
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ponder.errors import BadParameter
@@ -68,7 +68,10 @@ def load_reasoning_gym(name: str, size: int, seed: int, **config: Any) -> list[R
     except (AssertionError, TypeError, ValueError) as e:
         raise BadParameter(f"bad settings for {name} {config}: {str(e) or 'rejected by its validation'}") from e
     label = name + (":" + ",".join(f"{k}={v}" for k, v in config.items()) if config else "")
-    return [_task(f"{label}/{i}", name, settings, dataset[i]) for i in range(size)]
+    tasks = [_task(f"{label}/{i}", name, settings, dataset[i]) for i in range(size)]
+    if templates := getattr(dataset, "task_indices", None):  # gsm_symbolic: the template each question came from
+        tasks = [replace(t, metadata=t.metadata | {"template": int(templates[i])}) for i, t in enumerate(tasks)]
+    return tasks
 
 
 def chain_sum_ladder(levels: list[tuple[int, int]], per_level: int, seed: int) -> list[ReasoningGymTask]:

@@ -84,6 +84,9 @@ def data(
     revisions_path: Annotated[Path | None, typer.Option("--revisions", help="Write revision-model SFT rows here: "
                                                         "0-4 wrong attempts, then a right answer.")] = None,
     per_question: Annotated[int, typer.Option(help="At most this many right answers (and pairs) a question.")] = 4,
+    hold_out_templates: Annotated[float, typer.Option(help="Leave out the questions of this share of templates "
+                                                           "(gsm_symbolic), to judge on unseen ones: `ponder report "
+                                                           "--templates unseen`.")] = 0.0,
 ) -> None:
     """Training sets from search: the right samples of each question (SFT) and right-wrong pairs (DPO)."""
     from ponder.errors import BadParameter
@@ -93,7 +96,9 @@ def data(
         raise BadParameter("say where the data goes: --sft FILE, --pairs FILE, --revisions FILE (any of them)")
     if per_question < 1:
         raise BadParameter("--per-question must be at least 1")
-    made = from_store(store, per_question)
+    if not 0 <= hold_out_templates < 1:
+        raise BadParameter("--hold-out-templates is a share of the templates, from 0 to below 1")
+    made = from_store(store, per_question, hold_out_templates)
     if sft_path:
         write_jsonl(made.sft, sft_path)
     if pairs_path:
@@ -102,4 +107,5 @@ def data(
         write_jsonl(made.revisions, revisions_path)
     out.print(f"{len(made.sft)} SFT rows, {len(made.pairs)} pairs and {len(made.revisions)} revision rows from "
               f"{made.questions} questions; "
-              f"{made.no_right_answer} had no right sample; {made.held_out} evaluation questions left out")
+              f"{made.no_right_answer} had no right sample; {made.held_out} left out (evaluation questions, "
+              "held-out templates)")

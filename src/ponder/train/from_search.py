@@ -27,7 +27,7 @@ class SearchData:
     sft: list[dict[str, Any]]
     pairs: list[dict[str, Any]]
     questions: int  # used
-    held_out: int  # evaluation questions left out
+    held_out: int  # evaluation questions (and those of held-out templates) left out
     no_right_answer: int  # questions none of whose samples was right
     revisions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -110,10 +110,13 @@ def _unique(texts: list[str]) -> list[str]:
     return out
 
 
-def from_store(path: Path, per_question: int = 4) -> SearchData:
+def from_store(path: Path, per_question: int = 4, hold_out_templates: float = 0.0) -> SearchData:
+    """The store's training sets; `hold_out_templates`: the share of templates (see `tasks.templates`) whose
+    questions are left out too, to judge the trained model on templates it never saw."""
     from ponder.jobs import RunStore
     from ponder.tasks import load_tasks, without_evaluation_questions
     from ponder.tasks.program import with_format
+    from ponder.tasks.templates import template_of, unseen
 
     store = RunStore.existing(path)
     settings, rows = store.settings, [r for _, r in store.items()]
@@ -122,6 +125,8 @@ def from_store(path: Path, per_question: int = 4) -> SearchData:
                            "(majority or bon keep every sample)")
     loaded = load_tasks(settings["tasks"], settings["size"], settings["task_seed"])
     held = {t.id for t in loaded} - {t.id for t in without_evaluation_questions(loaded)}
+    if hold_out_templates:
+        held |= {t.id for t in loaded if (k := template_of(t)) is not None and unseen(k, hold_out_templates)}
     tasks = {t.id: with_format(t, settings.get("answer_format") or "cot") for t in loaded}
     return from_rows(rows, tasks, per_question, held)
 
