@@ -5,7 +5,8 @@
 
 A run store (runs/NAME.db) becomes evidence/NAME.store.jsonl: its settings on the first line, then one
 result a line in the order stored. A benchmark's own file (runs/NAME.jsonl, one question a line) becomes
-evidence/NAME.jsonl. The policy's hidden states are left out (most of the bytes): what reads them computes
+evidence/NAME.jsonl. Training (runs/train/) keeps its data sets and each run's metrics and settings in
+evidence/train/; the trained models themselves (gigabytes) are made again from those. The policy's hidden states are left out (most of the bytes): what reads them computes
 them again, one pass per sample. Restoring adds only the items runs/ lacks, so repeating it is harmless,
 and a restored store continues as the same run (same settings, same keys).
 """
@@ -45,6 +46,14 @@ def save(runs: Path, evidence: Path) -> None:
         rows = [without_states(json.loads(line)) for line in lines.read_text().splitlines() if line.strip()]
         write_lines(evidence / lines.name, rows)
         print(f"{lines} -> {evidence / lines.name}: {len(rows)} rows")
+    for made in sorted([*runs.glob("train/*.jsonl"), *runs.glob("train/*/metrics.jsonl"),
+                        *runs.glob("train/*/train.json")]):
+        target = evidence / made.relative_to(runs)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(made.read_bytes())
+        os.replace(partial, target)
+        print(f"{made} -> {target}")
 
 
 def restore(evidence: Path, runs: Path) -> None:
@@ -65,6 +74,12 @@ def restore(evidence: Path, runs: Path) -> None:
         with target.open("a") as f:  # whole lines: the benchmark appends the same way
             f.writelines(line + "\n" for line in missing)
         print(f"{snapshot} -> {target}: {len(missing)} rows added, {len(have)} there already")
+    for data in sorted(evidence.glob("train/*.jsonl")):  # the training sets, so a model is trained again on them
+        target = runs / data.relative_to(evidence)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data.read_bytes())
+            print(f"{data} -> {target}")
 
 
 def main() -> None:
