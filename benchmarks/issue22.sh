@@ -6,7 +6,8 @@
 #   templates is held out of training: reports give the evaluation questions of seen and unseen templates apart.
 #   The 0.5B before, after SFT (LoRA), after SFT + DPO (LoRA): greedy and majority@8 on the 100 evaluation questions.
 # Hours of 2 cores, estimated from 60 sampled tokens/s and ~110 trained tokens/s (benchmarks/bench_train.py, LoRA
-# bf16): ~1 (before), ~1.9 (the training pool), ~0.5 (SFT), ~0.5 (DPO), ~1 and ~1 (after).
+# bf16): ~1 (before), ~1.9 (the training pool), ~0.5 (SFT), ~0.5 (DPO), ~1 and ~1 (after); the revision model
+# ~0.5, revisions prompted and trained ~1 each (per difficulty bin in the report: by the pooled samples' pass rate).
 set -euo pipefail
 main() {
 cd "$(dirname "$0")/.."
@@ -43,6 +44,18 @@ for which in seen unseen; do
     $PONDER report runs/gsm-before.db --compare runs/gsm-after-sft.db --compare runs/gsm-after-dpo.db \
         --templates $which --out runs/gsm-trained-$which.html --figures docs/figures/trained-$which
 done
+step "9. a revision model: SFT on revision chains (0-4 wrong attempts, then a right answer) from the same pool"
+$PONDER train data runs/gsm-train-pool.db --revisions runs/train/gsm-revisions.jsonl --per-question 4 \
+    --hold-out-templates 0.25
+ROWS=$(wc -l < runs/train/gsm-revisions.jsonl)
+$PONDER train sft qwen2.5-coder-0.5b-instruct runs/train/gsm-revisions.jsonl --out runs/train/gsm-reviser \
+    --lora-rank 16 --bf16 --steps $(( 2 * ROWS / 16 )) --save-every 5
+step "10. revisions at 8 attempts (chains of 4 and of 8): prompted (the base model) and by the revision model"
+REVISE=(--task gsm_symbolic --size 100 --strategies revisions,revisions:length=8 --budgets 8)
+$PONDER eval "${REVISE[@]}" --out runs/gsm-revise-prompted.db
+$PONDER eval --model runs/train/gsm-reviser "${REVISE[@]}" --out runs/gsm-revise-trained.db
+$PONDER report runs/gsm-revise-prompted.db --compare runs/gsm-revise-trained.db --out runs/gsm-revise.html \
+    --figures docs/figures/revisions
 step "done"
 }
 main "$@"
