@@ -54,8 +54,9 @@ step "10. revisions at 8 attempts (chains of 4 and of 8): prompted (the base mod
 REVISE=(--task gsm_symbolic --size 100 --strategies revisions,revisions:length=8 --budgets 8)
 $PONDER eval "${REVISE[@]}" --out runs/gsm-revise-prompted.db
 $PONDER eval --model runs/train/gsm-reviser "${REVISE[@]}" --out runs/gsm-revise-trained.db
-$PONDER report runs/gsm-revise-prompted.db --compare runs/gsm-revise-trained.db --out runs/gsm-revise.html \
-    --figures docs/figures/revisions
+# Difficulty bins from the base model's own pool (step 1), the same for both.
+$PONDER report runs/gsm-before.db --compare runs/gsm-revise-prompted.db --compare runs/gsm-revise-trained.db \
+    --out runs/gsm-revise.html --figures docs/figures/revisions
 step "done"
 }
 main "$@"
