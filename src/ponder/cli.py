@@ -17,6 +17,7 @@ from ponder.errors import PonderError
 from ponder.eval import cli as eval_commands
 from ponder.prm.cli import app as prm_app
 from ponder.train.cli import app as train_app
+from ponder.journey.cli import app as journey_app
 
 if TYPE_CHECKING:  # the heavy imports (torch) wait until a command needs them
     from rich.tree import Tree
@@ -28,6 +29,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="ponder: make small open-weight language models think harder.")
 app.add_typer(prm_app, name="prm")
 app.add_typer(train_app, name="train")
+app.add_typer(journey_app, name="journey")
 app.command("eval")(eval_commands.evaluate)
 app.command("report")(eval_commands.report)
 app.command("allocate")(eval_commands.allocate)

@@ -174,3 +174,13 @@ def run_all(keys: Sequence[str], work: Callable[[str], dict[str, Any]], store: R
                 for task in pending:
                     ray.cancel(task)
     return ran
+
+
+def write_jsonl(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """All rows or none: written beside the target, then renamed into place (a killed write leaves no half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    os.replace(partial, path)

@@ -90,7 +90,8 @@ def data(
 ) -> None:
     """Training sets from search: the right samples of each question (SFT) and right-wrong pairs (DPO)."""
     from ponder.errors import BadParameter
-    from ponder.train.from_search import from_store, write_jsonl
+    from ponder.jobs import write_jsonl
+    from ponder.train.from_search import from_store
 
     if sft_path is None and pairs_path is None and revisions_path is None:
         raise BadParameter("say where the data goes: --sft FILE, --pairs FILE, --revisions FILE (any of them)")

@@ -11,8 +11,6 @@ of ponder's evaluation sets are left out, and said so: what is learned from is n
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,13 +127,3 @@ def from_store(path: Path, per_question: int = 4, hold_out_templates: float = 0.
         held |= {t.id for t in loaded if (k := template_of(t)) is not None and unseen(k, hold_out_templates)}
     tasks = {t.id: with_format(t, settings.get("answer_format") or "cot") for t in loaded}
     return from_rows(rows, tasks, per_question, held)
-
-
-def write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
-    """All rows or none: written beside the target, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(partial, path)

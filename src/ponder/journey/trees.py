@@ -1,0 +1,75 @@
+"""Search trees on training questions, stored with every finished leaf checked: the raw material of journeys."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ponder.budget import Budget
+from ponder.search import Search, make_strategy
+from ponder.tasks.base import Task
+
+
+@dataclass(frozen=True)
+class TreeJob:
+    """The stored tree of one question, for `jobs.run_all` (picklable; one model per process)."""
+
+    model: str
+    backend: str
+    tasks: str
+    size: int
+    seed: int
+    strategy: str = "beam"
+    n: int = 8
+    verifier: str = "prm"
+    temperature: float = 0.7
+    max_tokens: int = 512
+
+    def settings(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def keys(self) -> list[str]:
+        return [t.id for t in training_tasks(self.tasks, self.size, self.seed)]
+
+    def __call__(self, key: str) -> dict[str, Any]:
+        from ponder.engine.backends import shared_generator
+        from ponder.verify import make_verifier
+
+        task = next(t for t in training_tasks(self.tasks, self.size, self.seed) if t.id == key)
+        generator = shared_generator(self.model, self.backend)
+        strategy = make_strategy(self.strategy, self.n, temperature=self.temperature, max_tokens=self.max_tokens,
+                                 seed=self.seed)
+        result = strategy.run(Search(generator, task, Budget(), make_verifier(self.verifier, generator)))
+        return tree_record(task, [n.to_dict() for n in result.tree or []])
+
+
+def tree_record(task: Task, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A tree as stored: its nodes, and for each finished leaf the answer its whole path gives and whether it is
+    right (the path's text is its steps joined: a node holds only the text its step added)."""
+    leaves = {}
+    for node in nodes:
+        if node["state"] == "finished":
+            answer = task.extract(path_text(nodes, node["id"]))
+            leaves[str(node["id"])] = {"answer": answer, "correct": task.check(answer)}
+    return {"question": task.id, "nodes": nodes, "leaves": leaves}
+
+
+def path(nodes: list[dict[str, Any]], node_id: int) -> list[dict[str, Any]]:
+    """The nodes from a root down to `node_id`."""
+    by_id = {n["id"]: n for n in nodes}
+    out = [by_id[node_id]]
+    while out[-1]["parent"] is not None:
+        out.append(by_id[out[-1]["parent"]])
+    return out[::-1]
+
+
+def path_text(nodes: list[dict[str, Any]], node_id: int) -> str:
+    return "".join(n["text"] for n in path(nodes, node_id))
+
+
+@functools.cache
+def training_tasks(spec: str, size: int, seed: int) -> list[Task]:
+    from ponder.tasks import load_tasks, without_evaluation_questions
+
+    return without_evaluation_questions(load_tasks(spec, size, seed))

@@ -1,0 +1,102 @@
+"""Journey learning: shortcuts and journeys built from stored search trees of real model output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ponder.jobs import RunStore
+from ponder.journey.build import BRANCHES, build
+from ponder.journey.trees import path, path_text, training_tasks
+from cli import error_line, ponder
+from reference import ponder_model
+
+# Beam search (8 beams, width 4) of Qwen2.5-Coder-0.5B scored by its shipped PRM, on 4 training questions:
+# `ponder journey trees --task gsm_symbolic --size 4 --seed 7 --n 8 --out trees.db`, exported as JSON lines.
+TREES = Path(__file__).parent / "data" / "journey-trees.jsonl"
+
+
+def stored() -> tuple[dict, list[dict]]:
+    head, *records = [json.loads(line) for line in TREES.read_text().splitlines()]
+    return head["settings"], records
+
+
+def tasks() -> dict:
+    settings = stored()[0]
+    return {t.id: t for t in training_tasks(settings["tasks"], settings["size"], settings["seed"])}
+
+
+@pytest.mark.parametrize("branch", sorted(BRANCHES))
+@pytest.mark.parametrize("wrong", [1, 3])
+def test_every_journey_ends_in_the_verified_answer_through_wrong_branches_the_tree_explored(branch: str,
+                                                                                          wrong: int) -> None:
+    settings, records = stored()
+    by_question = {r["question"]: r for r in records}
+    built = build(records, tasks(), branch, wrong)
+    assert built.journeys and len(built.shortcuts) >= len(built.journeys)
+    assert built.skipped["no verified right path"] == ["gsm_symbolic/0", "gsm_symbolic/2"]
+    for journey in built.journeys:
+        record, task = by_question[journey["question"]], tasks()[journey["question"]]
+        text = journey["messages"][-1]["content"]
+        answer = task.extract(text)
+        assert task.check(answer)  # the journey ends in the verified answer
+        right = [k for k, leaf in record["leaves"].items() if leaf["correct"]]
+        assert answer in {record["leaves"][k]["answer"] for k in right}
+        nodes = {n["id"]: n for n in record["nodes"]}
+        wrongs = [s for s in journey["segments"] if s["kind"] == "wrong"]
+        assert 1 <= len(wrongs) <= wrong
+        for segment in wrongs:
+            line = [nodes[i] for i in segment["nodes"]]  # nodes of the tree, a connected line of it
+            assert all(b["parent"] == a["id"] for a, b in zip(line, line[1:]))
+            assert segment["text"].rstrip("\n") == "".join(n["text"] for n in line).rstrip("\n")
+            leaves_below = [k for k, leaf in record["leaves"].items()
+                            if line[0]["id"] in [n["id"] for n in path(record["nodes"], int(k))]]
+            assert leaves_below and not any(record["leaves"][k]["correct"] for k in leaves_below)
+        assert [s["kind"] for s in journey["segments"]][-1] == "right"
+        assert "".join(s["text"] for s in journey["segments"]) == text
+    for shortcut in built.shortcuts:
+        record = by_question[shortcut["question"]]
+        best = max((k for k, leaf in record["leaves"].items() if leaf["correct"]),
+                   key=lambda k: (next(n for n in record["nodes"] if n["id"] == int(k)).get("score") or 0, -int(k)))
+        assert shortcut["messages"][-1]["content"] == path_text(record["nodes"], int(best))
+
+
+def test_build_says_what_it_skipped_per_question_and_writes_whole_files(tmp_path: Path) -> None:
+    settings, records = stored()
+    with RunStore(tmp_path / "trees.db", settings) as store:
+        for record in records:  # the last question's tree left out: a store with no tree for it
+            store.put(record["question"], record if record["question"] != "gsm_symbolic/3" else
+                      {"question": "gsm_symbolic/3", "nodes": [], "leaves": {}})
+    done = ponder("journey", "build", str(tmp_path / "trees.db"), "--shortcut", str(tmp_path / "s.jsonl"),
+                  "--journey", str(tmp_path / "j.jsonl"), home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 questions with no verified right path: gsm_symbolic/0, gsm_symbolic/2" in done.stdout
+    assert "1 questions with no tree stored: gsm_symbolic/3" in done.stdout
+    assert "1 shortcuts in" in done.stdout and "1 journeys in" in done.stdout
+    assert not list(tmp_path.glob("*.partial"))
+    shown = ponder("journey", "show", str(tmp_path / "j.jsonl"), home=tmp_path)
+    assert shown.returncode == 0 and "[wrong turn]" in shown.stdout and "[reflection]" in shown.stdout
+    assert "no segments" in error_line(ponder("journey", "show", str(tmp_path / "s.jsonl"), home=tmp_path))
+    with RunStore(tmp_path / "grid.db", {"tasks": "gsm_symbolic"}) as store:
+        store.put("x", {"question": "x"})
+    assert "holds no search trees" in error_line(ponder("journey", "build", str(tmp_path / "grid.db"), "--shortcut",
+                                                        "a", "--journey", "b", home=tmp_path))
+
+
+def test_journey_trees_runs_a_tree_strategy_and_checks_its_leaves(tmp_path: Path) -> None:
+    ponder_model("smollm2-135m-instruct")  # skips when not pulled
+    out = tmp_path / "trees.db"
+    args = ["journey", "trees", "--model", "smollm2-135m-instruct", "--task", "chain_sum:terms=2,digits=1",
+            "--size", "1", "--n", "4", "--verifier", "arithmetic", "--max-tokens", "48", "--out", str(out)]
+    from ponder.models.registry import model_dir
+
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "smollm2-135m-instruct").symlink_to(model_dir("smollm2-135m-instruct"))
+    done = ponder(*args, home=home)
+    assert done.returncode == 0, done.stderr
+    [(key, record)] = RunStore.existing(out).items()
+    assert record["nodes"] and all(str(n["id"]) in record["leaves"] for n in record["nodes"] if n["state"] == "finished")
+    assert "grows no tree" in error_line(ponder(*args[:-2], "--strategy", "majority", "--out", str(out), home=home))
