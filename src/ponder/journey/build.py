@@ -5,7 +5,8 @@ an explored node off that path, at one of its branching points, whose subtree re
 ones (a branch the search pruned before it answered may have been right: it is never called wrong); which one is a
 setting (`BRANCHES`). A journey walks the right path to the branching point, takes the wrong branch (down to
 where the search left it), says what went wrong (a reflection) and returns to the branching point, then goes on
-along the right path to the verified answer. A shortcut is the right path alone.
+along the right path to the verified answer. A shortcut is the right path alone; both sets hold the same
+questions, so that they differ only in the journey.
 
 Reflections come from templates: cheap, and every word of a journey other than them is the policy's own. (A
 critique by the policy itself is the other choice the o1 replication used; not built yet.)
@@ -60,13 +61,13 @@ def build(records: list[dict[str, Any]], tasks: dict[str, Task], branch: str = "
             continue
         right_path = path(nodes, right)
         branches = wrong_branches(nodes, record["leaves"], right_path, branch, wrong, rng)
+        if not branches:  # the two sets hold the same questions: a shortcut only beside its journey
+            built.skip("no wrong branch that reached a wrong answer", question)
+            continue
         task = tasks[question]
         prompt = [{"role": m["role"], "content": m["content"]} for m in task.messages]
         built.shortcuts.append({"messages": prompt + [{"role": "assistant", "content": _join(right_path)}],
                                 "question": question})
-        if not branches:
-            built.skip("no wrong branch explored", question)
-            continue
         segments = journey_segments(right_path, branches, record["leaves"], rng)
         built.journeys.append({"messages": prompt + [{"role": "assistant", "content": "".join(
             s["text"] for s in segments)}], "question": question, "segments": segments})

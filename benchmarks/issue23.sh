@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The measurements of issue 23: do journeys (wrong turns, reflections, the way back) teach more than shortcuts?
+# Resumable; waits for runs/.evidence.lock (queued behind issues 21 and 22).
+#   Trees: beam search (8 beams, the shipped PRM) on 150 training questions of gsm_symbolic (seed 11; evaluation
+#   questions left out). Shortcut and journey sets from the same questions. Three LoRA SFT runs of the 0.5B: shortcut
+#   and journey at the same number of steps (same examples), and shortcut with as many training tokens as the journey
+#   run. Each judged greedy on the 100 evaluation questions and the chain_sum ladder.
+# Hours of 2 cores, estimated: ~2.5 (trees, ~60 s a question), ~0.5 (three trainings), ~0.5 (greedy evaluations).
+set -euo pipefail
+main() {
+cd "$(dirname "$0")/.."
+mkdir -p runs/train
+exec 9> runs/.evidence.lock
+flock 9
+PY=.venv/bin/python
+PONDER=.venv/bin/ponder
+export PYTHONUNBUFFERED=1
+step() { echo "== $(date -u +%FT%TZ) $*"; }
+$PY benchmarks/snapshot.py restore
+
+step "1. search trees on 150 training questions"
+$PONDER journey trees --task gsm_symbolic --size 150 --seed 11 --n 8 --out runs/journey-trees.db
+step "2. shortcut and journey sets (the deepest wrong branch, one a journey)"
+$PONDER journey build runs/journey-trees.db --shortcut runs/train/journey-shortcut.jsonl \
+    --journey runs/train/journey-journey.jsonl
+ROWS=$(wc -l < runs/train/journey-journey.jsonl)
+STEPS=$(( (3 * ROWS + 7) / 8 ))  # three passes, 8 rows a step
+RATIO=$($PY -c "import os; print(os.path.getsize('runs/train/journey-journey.jsonl') / os.path.getsize('runs/train/journey-shortcut.jsonl'))")
+TOKEN_STEPS=$($PY -c "print(round($STEPS * $RATIO))")  # characters stand for tokens: the same text, the same tokenizer
+step "3. SFT: shortcut ($STEPS steps), journey ($STEPS steps), shortcut at the journey's tokens ($TOKEN_STEPS steps)"
+COMMON=(--lora-rank 16 --bf16 --batch-size 8 --save-every 5)
+$PONDER train sft qwen2.5-coder-0.5b-instruct runs/train/journey-shortcut.jsonl --out runs/train/shortcut \
+    --steps $STEPS "${COMMON[@]}"
+$PONDER train sft qwen2.5-coder-0.5b-instruct runs/train/journey-journey.jsonl --out runs/train/journey \
+    --steps $STEPS "${COMMON[@]}"
+$PONDER train sft qwen2.5-coder-0.5b-instruct runs/train/journey-shortcut.jsonl --out runs/train/shortcut-tokens \
+    --steps $TOKEN_STEPS "${COMMON[@]}"
+step "4. greedy on the 100 evaluation questions and the chain_sum ladder: before and after each"
+for model in qwen2.5-coder-0.5b-instruct runs/train/shortcut runs/train/journey runs/train/shortcut-tokens; do
+    name=$(basename $model)
+    $PONDER eval --model $model --task gsm_symbolic --size 100 --strategies greedy --budgets 1 --max-tokens 1024 \
+        --out runs/journey-gsm-$name.db
+    $PONDER eval --model $model --task chain_sum_ladder --size 50 --strategies greedy --budgets 1 --max-tokens 1024 \
+        --out runs/journey-ladder-$name.db
+done
+step "5. the report: accuracy against tokens per answer"
+$PONDER report runs/journey-gsm-qwen2.5-coder-0.5b-instruct.db --compare runs/journey-gsm-shortcut.db \
+    --compare runs/journey-gsm-journey.db --compare runs/journey-gsm-shortcut-tokens.db --out runs/journey-gsm.html \
+    --figures docs/figures/journey
+step "done"
+}
+main "$@"
