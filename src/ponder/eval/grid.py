@@ -103,6 +103,8 @@ def run_item(generator: Generator, task: Task, seed: int, grid: GridSettings,
         start = time.perf_counter()
         run = make_strategy("greedy", max_tokens=grid.max_tokens).run(Search(generator, task, Budget()))
         results["greedy@1"] = _entry(task, run.answer, run.spend.to_dict(), time.perf_counter() - start)
+        if run.candidates:  # its text, for what reads answers later (does a trained model revise itself?)
+            results["greedy@1"]["text"] = run.candidates[0].text
     if pooled := [s for s in grid.strategies if s in POOLED]:
         pool, cells = _pooled(generator, task, grid, pooled, sampling, verifier)
         results |= cells
