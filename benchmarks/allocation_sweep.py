@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ponder.allocate import build_policy, fold_of, with_auto
+from ponder.eval.allocate import build_policy, fold_of, with_auto
 from ponder.eval.metrics import Cell, summarize
 from ponder.jobs import RunStore
 

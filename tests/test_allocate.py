@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ponder.allocate import AutoStrategy, Choice, Policy, build_policy
+from ponder.eval.allocate import build_policy
+from ponder.search.auto import AutoStrategy, Choice, Policy
 from ponder.errors import BadParameter
 from ponder.search import Search, make_strategy
 from scripted import ScriptedGenerator, ScriptedVerifier
@@ -122,7 +123,7 @@ def test_auto_needs_a_policy_and_a_verifier() -> None:
 @pytest.mark.parametrize("predictor", ["score", "agreement"])
 def test_replaying_auto_on_a_grid_item_gives_what_running_it_gives(chosen: Choice, question: int,
                                                                    budget: int, predictor: str) -> None:
-    from ponder.allocate import replay
+    from ponder.eval.allocate import replay
     from ponder.budget import Budget
     from ponder.search.base import Sampling
     from scripted import GOOD_STEPS
@@ -149,7 +150,7 @@ def test_replaying_auto_on_a_grid_item_gives_what_running_it_gives(chosen: Choic
 
 
 def test_folds_are_stable_and_split_questions_about_evenly() -> None:
-    from ponder.allocate import fold_of
+    from ponder.eval.allocate import fold_of
 
     ids = [f"gsm_symbolic/{i}" for i in range(200)]
     folds = [fold_of(q, 2) for q in ids]
@@ -157,7 +158,7 @@ def test_folds_are_stable_and_split_questions_about_evenly() -> None:
 
 
 def test_each_question_is_judged_by_a_policy_calibrated_without_it() -> None:
-    from ponder.allocate import fold_of, with_auto
+    from ponder.eval.allocate import fold_of, with_auto
     from scripted_jobs import ScriptedEvalJob
 
     rows = [ScriptedEvalJob()(f"{i}#0") for i in range(8)]
@@ -176,11 +177,11 @@ def test_each_question_is_judged_by_a_policy_calibrated_without_it() -> None:
 
 def test_auto_without_a_policy_uses_the_one_shipped_for_the_model(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import ponder.allocate
+    import ponder.search.auto
     from ponder.search import solve
 
     generator = ScriptedGenerator(SPLIT)
-    monkeypatch.setattr(ponder.allocate, "POLICIES", tmp_path)
+    monkeypatch.setattr(ponder.search.auto, "POLICIES", tmp_path)
     with pytest.raises(BadParameter, match=f"no allocation policy ships for {generator.info.name}.*--policy"):
         solve(generator, task("7"), "auto", 8)
     policy = Policy(generator.info.name, "scripted", 4, [-1.0], 1.0, {1: {8: Choice("majority", 8, 1.0, 8.0)}})
@@ -191,7 +192,7 @@ def test_auto_without_a_policy_uses_the_one_shipped_for_the_model(tmp_path: Path
 
 
 def test_ponder_eval_runs_auto_live_as_a_cell_of_its_grid(tmp_path: Path) -> None:
-    from ponder.allocate import with_auto
+    from ponder.eval.allocate import with_auto
     from ponder.budget import Budget
     from ponder.eval.grid import GridSettings
     from ponder.search.base import Sampling
@@ -221,7 +222,8 @@ def test_ponder_eval_runs_auto_live_as_a_cell_of_its_grid(tmp_path: Path) -> Non
 
 
 def test_the_policy_shipped_for_the_default_model_is_usable_and_calibrated_off_its_evaluation_fold() -> None:
-    from ponder.allocate import POLICIES, fold_of, shipped_policy
+    from ponder.eval.allocate import fold_of
+    from ponder.search.auto import POLICIES, shipped_policy
     from ponder.models.registry import DEFAULT_MODEL
     from ponder.prm.verifier import HEADS
 
@@ -255,7 +257,7 @@ def test_the_policy_chooses_among_variants_of_a_strategy_and_auto_runs_the_one_c
 
 
 def test_difficulty_can_be_predicted_by_the_probes_agreement_where_the_verifier_cannot_tell(tmp_path: Path) -> None:
-    from ponder.allocate import predicted_difficulty
+    from ponder.search.auto import predicted_difficulty
 
     assert predicted_difficulty([("7", [0.2, 0.9]), ("7", [0.1]), ("8", []), (None, [])], "agreement") == 0.5
     assert predicted_difficulty([("7", [0.2, 0.9]), ("7", [0.1]), ("8", []), (None, [])], "score") == 0.5

@@ -161,7 +161,8 @@ def format_rows(answer_format: str, right: bool) -> tuple[dict, list[dict]]:
 
 
 def test_auto_chooses_the_answer_format_per_difficulty_and_asks_the_question_that_way() -> None:
-    from ponder.allocate import AutoStrategy, build_policy, with_formats
+    from ponder.eval.allocate import build_policy, with_formats
+    from ponder.search.auto import AutoStrategy
 
     cot_settings, cot_rows = format_rows("cot", right=False)
     rows = with_formats(cot_rows, cot_settings, [format_rows("program", right=True)])

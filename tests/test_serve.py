@@ -120,7 +120,7 @@ def test_program_answers_run_only_where_the_operator_allows_code(scheduler: Sche
 def test_auto_thinks_as_the_servers_policy_allocates(scheduler: Scheduler) -> None:
     from fastapi.testclient import TestClient
 
-    from ponder.allocate import Choice, Policy
+    from ponder.search.auto import Choice, Policy
 
     # Every prediction lands in bin 1 (threshold below any score), whose choice at n = 4 is majority of 3.
     policy = Policy(MODEL, "arithmetic", 2, [-1.0], 1.0, {1: {4: Choice("majority", 3, 0.5, 1.0)},
@@ -253,7 +253,7 @@ def test_ponder_serve_says_where_it_listens_serves_there_and_finishes_work_when_
 def test_the_default_model_is_served_with_its_shipped_policy_and_learned_verifier() -> None:
     from fastapi.testclient import TestClient
 
-    from ponder.allocate import shipped_policy
+    from ponder.search.auto import shipped_policy
     from ponder.models.registry import DEFAULT_MODEL
 
     ponder_model(DEFAULT_MODEL)

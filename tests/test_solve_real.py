@@ -90,7 +90,7 @@ def test_ponder_solve_refuses_bad_settings_in_one_line(args: list[str], message:
 
 
 def test_auto_without_a_policy_runs_the_policy_and_verifier_shipped_for_the_default_model() -> None:
-    from ponder.allocate import shipped_policy
+    from ponder.search.auto import shipped_policy
     from ponder.models.registry import DEFAULT_MODEL
 
     ponder_model(DEFAULT_MODEL)

@@ -172,7 +172,7 @@ def solve(
     if width is not None:
         settings["width"] = width
     if strategy == "auto":  # a missing or unreadable policy is said before the model loads
-        from ponder.allocate import shipped_policy
+        from ponder.search.auto import shipped_policy
 
         settings["policy"] = policy or shipped_policy(model or DEFAULT_MODEL)
     make_strategy(strategy, n, **settings)  # bad settings fail before the slow load
@@ -270,7 +270,7 @@ def serve(
     """An OpenAI-compatible server: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics."""
     from pathlib import Path
 
-    from ponder.allocate import Policy
+    from ponder.search.auto import Policy
     from ponder.serve.app import Limits
     from ponder.serve.app import serve as run_server
 

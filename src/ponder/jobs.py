@@ -184,3 +184,25 @@ def write_jsonl(rows: Sequence[dict[str, Any]], path: Path) -> None:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     os.replace(partial, path)
+
+
+def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) for each non-blank line; a line that is not a JSON object is one error naming it."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadParameter(f"cannot read training data from {path} ({e})") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise BadParameter(f"{path}, line {number}: not JSON ({e}): write one JSON object per line") from None
+        if not isinstance(row, dict):
+            raise BadParameter(f"{path}, line {number}: a {type(row).__name__}, not a JSON object")
+        rows.append((number, row))
+    if not rows:
+        raise BadParameter(f"{path} holds no rows: write one JSON object per line")
+    return rows

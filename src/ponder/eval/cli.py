@@ -62,7 +62,7 @@ def evaluate(
                         _numbers(budgets, "budgets"), verifier, temperature, max_tokens, width,
                         str(policy.resolve()) if policy else None, answer_format)
     if "auto" in grid.strategies:  # a missing or unreadable policy is said before the model loads
-        from ponder.allocate import Policy, shipped_policy
+        from ponder.search.auto import Policy, shipped_policy
 
         Policy.load(policy) if policy else shipped_policy(model)
     job = EvalJob(model, backend, task, size, task_seed, grid)
@@ -77,8 +77,8 @@ FORMATS_HELP = ("Runs of the same questions and seeds in other answer formats (`
 
 
 def _joined(run: Path, formats: list[Path]) -> list[dict]:
-    """The run's items with the cells of runs in other answer formats (see `ponder.allocate.with_formats`)."""
-    from ponder.allocate import with_formats
+    """The run's items with the cells of runs in other answer formats (see `ponder.eval.allocate.with_formats`)."""
+    from ponder.eval.allocate import with_formats
     from ponder.jobs import RunStore
 
     stores = [RunStore.existing(p) for p in [run, *formats]]
@@ -118,7 +118,8 @@ def report(
                                                            "`ponder train data` was given.")] = 0.25,
 ) -> None:
     """A self-contained HTML report with figures, and a markdown table beside it."""
-    from ponder.allocate import Policy, with_auto
+    from ponder.eval.allocate import with_auto
+    from ponder.search.auto import Policy
     from ponder.eval.report import Run, write_report
     from ponder.jobs import RunStore
 
@@ -181,7 +182,7 @@ def allocate(
     formats: Annotated[list[Path] | None, typer.Option("--formats", help=FORMATS_HELP)] = None,
 ) -> None:
     """Make a compute-optimal policy from a calibration run: per difficulty bin and budget, the best strategy."""
-    from ponder.allocate import build_policy, fold_of
+    from ponder.eval.allocate import build_policy, fold_of
     from ponder.jobs import RunStore
 
     if hold_out is not None and not 0 <= hold_out < folds:

@@ -21,7 +21,7 @@ from ponder.budget import Budget
 from ponder.engine.protocol import Generator
 from ponder.errors import BadParameter
 from ponder.search import STRATEGIES, make_strategy, solve
-from ponder.search.base import Candidate, Sampling, Search, best, majority, weighted
+from ponder.search.base import POOLED, TREES, Candidate, Sampling, Search
 from ponder.search.revise import Revisions
 from ponder.specs import parse_spec
 from ponder.tasks.base import Task
@@ -29,8 +29,6 @@ from ponder.tasks.program import FORMATS, with_format
 from ponder.verify import make_verifier
 from ponder.verify.base import Verifier
 
-POOLED = {"majority": majority, "bon": best, "weighted_bon": weighted}  # read off one pool of samples
-TREES = ("beam", "lookahead", "dvts")  # n must be a multiple of the width
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def show(
     row: Annotated[int, typer.Option(help="Which row (from 1).")] = 1,
 ) -> None:
     """Print one journey with its wrong turns and reflections marked."""
-    from ponder.train.data import read_jsonl
+    from ponder.jobs import read_jsonl
 
     rows = read_jsonl(journeys)
     if not 1 <= row <= len(rows):

@@ -46,7 +46,7 @@ def make_strategy(spec: str, n: int | None = None, **settings: Any) -> Strategy:
     """A strategy by name with budget n; settings are its fields or sampling ones (temperature, ...). The
     name may carry settings of its own, which win: "beam:width=2", "revisions:length=2" (a variant, as an
     evaluation grid and an allocation policy name one). "auto" takes a `policy` (a Policy or the path of
-    one, see `ponder.allocate`)."""
+    one, see `ponder.search.auto`)."""
     name, own = parse_spec(spec)
     if name == "auto":
         return _auto(n, **settings)
@@ -67,10 +67,10 @@ def make_strategy(spec: str, n: int | None = None, **settings: Any) -> Strategy:
 def _auto(n: int | None, policy: Any = None, **settings: Any) -> Strategy:
     from pathlib import Path
 
-    from ponder.allocate import AutoStrategy, Policy
+    from ponder.search.auto import AutoStrategy, Policy
 
     if policy is None:
-        raise BadParameter("the auto strategy needs an allocation policy: give --policy (see `ponder allocate`)")
+        raise BadParameter("the auto strategy needs an allocation policy: give --policy (see `ponder.search.auto`)")
     if not isinstance(policy, Policy):
         policy = Policy.load(Path(policy))
     sampling = {k: v for k, v in settings.items() if k in SAMPLING_FIELDS and v is not None}
@@ -85,7 +85,7 @@ def solve(generator: Generator, task: Task, strategy: str = "majority", n: int |
           progress: Callable[[str], None] | None = None, **settings: Any) -> SearchResult:
     """One task, one strategy: a verifier by name judges with the policy itself where it needs a model."""
     if strategy == "auto" and settings.get("policy") is None:  # the policy that ships for this model
-        from ponder.allocate import shipped_policy
+        from ponder.search.auto import shipped_policy
 
         settings["policy"] = shipped_policy(generator.info.name)
     chosen = make_strategy(strategy, n, **settings)  # bad settings fail before any work

@@ -202,3 +202,7 @@ def _grouped(candidates: list[Candidate], key: Key) -> dict[str, list[Candidate]
         if (k := key(c.answer)) is not None:
             groups.setdefault(k, []).append(c)
     return groups
+
+
+POOLED = {"majority": majority, "bon": best, "weighted_bon": weighted}  # read off one pool of samples
+TREES = ("beam", "lookahead", "dvts")  # n must be a multiple of the width

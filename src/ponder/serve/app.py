@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ponder.allocate import Policy
+from ponder.search.auto import Policy
 from ponder.engine.protocol import Sequence
 from ponder.engine.sampling import SamplingParams
 from ponder.engine.scheduler import Scheduler
@@ -352,7 +352,7 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
 
     from ponder.engine.backends import open_generator
 
-    from ponder.allocate import POLICIES, shipped_policy
+    from ponder.search.auto import POLICIES, shipped_policy
 
     if policy is None and (POLICIES / f"{model}.json").is_file():
         policy = shipped_policy(model)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.errors import BadParameter
+from ponder.jobs import read_jsonl
 from ponder.models.tokenizer import Tokenizer
 
 PROMPT, CONTENT, FORMAT = 0, 1, 2  # what a token is part of
@@ -54,28 +55,6 @@ class Skipped:
             return None
         return "; ".join(f"{len(lines)} {reason} (line {', '.join(map(str, lines[:5]))}{', ...' if len(lines) > 5 else ''})"
                          for reason, lines in self.reasons.items())
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, row) for each non-blank line; a line that is not a JSON object is one error naming it."""
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadParameter(f"cannot read training data from {path} ({e})") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise BadParameter(f"{path}, line {number}: not JSON ({e}): write one JSON object per line") from None
-        if not isinstance(row, dict):
-            raise BadParameter(f"{path}, line {number}: a {type(row).__name__}, not a JSON object")
-        rows.append((number, row))
-    if not rows:
-        raise BadParameter(f"{path} holds no rows: write one JSON object per line")
-    return rows
 
 
 def _messages(value: Any, role: str, where: str) -> list[dict[str, str]]:
