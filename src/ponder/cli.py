@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -148,6 +149,9 @@ def solve(
                                                     "the one shipped for the model).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
     tree: Annotated[bool, typer.Option(help="Print the search tree (beam, lookahead, dvts).")] = False,
+    html_path: Annotated[Path | None, typer.Option("--html", help="Also write the search as a page to open in a "
+                                                                  "browser (offline): the vote, every candidate, "
+                                                                  "the tree with its scores.")] = None,
     kind: Annotated[str, typer.Option(help="math (a word problem), code (a Python function signature with a "
                                            "docstring: the answer is the whole function) or auto (code when "
                                            "the question is such a function).")] = "auto",
@@ -185,6 +189,15 @@ def solve(
     with err.status(f"{strategy}, n = {n}: thinking") as status:
         result = run_search(generator, task, strategy, n, verifier, budget,
                             progress=lambda message: status.update(f"{strategy}, n = {n}: {message}"), **settings)
+    if html_path is not None:
+        from ponder.serve.page import thinking_page
+
+        page = result.to_dict() | {"question": question, "reference": answer,
+                                   "correct": None if answer is None else task.check(result.answer)}
+        partial = html_path.with_name(html_path.name + ".partial")
+        partial.write_text(thinking_page(page))
+        partial.replace(html_path)
+        err.print(f"the thinking: {html_path}")
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
         return

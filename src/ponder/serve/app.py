@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ponder.search.auto import Policy
@@ -31,6 +31,7 @@ from ponder.engine.protocol import Sequence
 from ponder.engine.sampling import SamplingParams
 from ponder.engine.scheduler import Scheduler
 from ponder.errors import PonderError
+from ponder.serve.page import chat_page
 from ponder.serve.schemas import EFFORT_BUDGETS, ChatRequest, Common, CompletionRequest, Thinking
 
 DEFAULT_MAX_TOKENS = 256
@@ -91,6 +92,10 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
             return JSONResponse(error_body("a valid API key is needed (Authorization: Bearer KEY)",
                                            "authentication_error"), 401)
         return await call_next(request)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return chat_page(model)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -166,6 +171,8 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
                          "spend": spend.to_dict()}
         if thinking.return_candidates:
             out["ponder"]["candidates"] = [c.to_dict() for c in result.candidates]
+        if thinking.return_tree:
+            out["ponder"]["tree"] = None if result.tree is None else [n.to_dict() for n in result.tree]
         return out
 
     async def stream(body: Common, params: SamplingParams, prompt: list[int], request: Request, chat: bool) -> Any:

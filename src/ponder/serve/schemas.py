@@ -17,6 +17,7 @@ class Thinking(BaseModel):
     verifier: str | None = None
     format: Literal["cot", "program", "mixed"] = "cot"  # program, mixed: programs run in the sandbox (--allow-code)
     return_candidates: bool = False
+    return_tree: bool = False  # the search tree (tree strategies): what the chat page's thinking panel draws
 
 
 class Message(BaseModel):

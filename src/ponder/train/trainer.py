@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ponder.errors import BadParameter
 from ponder.models.hf import write_folder
 from ponder.models.loader import LoadedModel, load
+from ponder.progress import Progress
 from ponder.train.data import Pair, Skipped, Tokenized, load_pairs, load_sft
 from ponder.train.losses import TokenLogps, collate, dpo_terms, token_logps
 from ponder.train.lora import add_lora, merge_lora
@@ -120,35 +121,46 @@ def train(model_spec: str, data: Path, out: Path, settings: TrainSettings,
     net = LogpsModel(model)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(net)
-    bar = _Bar(steps, start, progress and rank == 0, say)
-    for step in range(start + 1, steps + 1):
-        began = time.perf_counter()
-        batch = _step_rows(len(rows), step, settings)
-        metrics = _step(net, [rows[i] for i in batch], None if reference is None else reference[batch], settings,
-                        device, rank, world)
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - began
-        metrics |= {"step": step, "lr": schedule.get_last_lr()[0], "seconds": round(seconds, 3),
-                    "tokens_per_s": round(metrics["tokens"] * world / seconds, 1)}
-        if rank == 0:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            if step == 1 and settings.kind == "dpo":
-                say(f"step 1: DPO loss {metrics['loss_dpo']:.6f} (ln 2 = {math.log(2):.6f}: the policy starts as "
-                    "the reference)")
-            if step % settings.save_every == 0 or step == steps:
-                _save_checkpoint(out / "checkpoint.pt", model, optimizer, schedule, step)
-        bar.advance(metrics)
-    bar.close()
+    last: dict[str, Any] = {}
+    with Progress(steps, "training", done=start, unit="steps", every=60.0, enabled=progress and rank == 0,
+                  info=lambda: f"loss {last['loss']:.4f}, {last['tokens_per_s']:.0f} tokens/s" if last else "") as shown:
+        for step in range(start + 1, steps + 1):
+            last = _train_step(net, rows, reference, step, steps, settings, device, rank, world, trainable,
+                               optimizer, schedule, out, say)
+            shown.update(step)
     if rank == 0:
         _save_model(model, loaded, out, record)
         say(f"trained {steps} steps: {out} is a model (`ponder generate {out} \"...\"`)")
     if world > 1:
         dist.barrier()
     return out
+
+
+def _train_step(net: nn.Module, rows: list[Any], reference: Tensor | None, step: int, steps: int,
+                settings: TrainSettings, device: torch.device, rank: int, world: int, trainable: list[Tensor],
+                optimizer: Any, schedule: Any, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """One optimizer step, logged (and checkpointed every `save_every` steps) by the first process."""
+    began = time.perf_counter()
+    batch = _step_rows(len(rows), step, settings)
+    metrics = _step(net, [rows[i] for i in batch], None if reference is None else reference[batch], settings,
+                    device, rank, world)
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - began
+    metrics |= {"step": step, "lr": schedule.get_last_lr()[0], "seconds": round(seconds, 3),
+                "tokens_per_s": round(metrics["tokens"] * world / seconds, 1)}
+    if rank == 0:
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if step == 1 and settings.kind == "dpo":
+            say(f"step 1: DPO loss {metrics['loss_dpo']:.6f} (ln 2 = {math.log(2):.6f}: the policy starts as "
+                "the reference)")
+        if step % settings.save_every == 0 or step == steps:
+            _save_checkpoint(out / "checkpoint.pt", net.module.model if hasattr(net, "module") else net.model,
+                             optimizer, schedule, step)
+    return metrics
 
 
 def _load(data: Path, loaded: LoadedModel, settings: TrainSettings) -> tuple[list[Any], Skipped]:
@@ -317,36 +329,3 @@ def _atomic_save(value: Any, path: Path) -> None:
     partial = path.with_name(path.name + ".partial")
     torch.save(value, partial)
     os.replace(partial, path)
-
-
-class _Bar:
-    """A progress bar in a terminal; elsewhere (a log file) a line every tenth of the run."""
-
-    def __init__(self, total: int, done: int, show: bool, say: Callable[[str], None]):
-        import sys
-
-        self.total, self.done, self.say, self.began = total, done, say, time.perf_counter()
-        self.started_at = done
-        self.bar = None
-        if show and sys.stderr.isatty():
-            from rich import progress as rp
-
-            self.bar = rp.Progress(rp.TextColumn("training"), rp.BarColumn(), rp.MofNCompleteColumn(),
-                                   rp.TextColumn("{task.fields[info]}"), rp.TimeElapsedColumn(),
-                                   rp.TimeRemainingColumn())
-            self.task = self.bar.add_task("training", total=total, completed=done, info="")
-            self.bar.start()
-        self.show = show
-
-    def advance(self, metrics: dict[str, Any]) -> None:
-        self.done += 1
-        info = f"loss {metrics['loss']:.4f}  {metrics['tokens_per_s']:.0f} tok/s"
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, info=info)
-        elif self.show and (self.done % max(1, self.total // 10) == 0 or self.done == self.total):
-            rate = (self.done - self.started_at) / (time.perf_counter() - self.began)
-            self.say(f"step {self.done}/{self.total}: {info}, {(self.total - self.done) / rate:.0f} s left")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
