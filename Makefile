@@ -23,8 +23,16 @@ $(VENV)/.ponder-test: pyproject.toml $(VENV)/.ponder
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# Headless Chromium for the page tests, from Debian's packages where this machine can install them (the tests skip
+# with a reason where it cannot).
+$(VENV)/.browser: | $(BIN)/python
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "no Chromium: the page tests will skip"
+	touch $@
+
 setup: $(VENV)/.ponder
-setup-test: $(VENV)/.ponder-test
+setup-test: $(VENV)/.ponder-test $(VENV)/.browser
 
 demo: setup
 	$(BIN)/ponder pull qwen2.5-coder-0.5b-instruct
