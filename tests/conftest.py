@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,6 +43,26 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PONDER_HOME", str(folder / "home"))
         return load(folder / "tiny.gguf")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_models_after_each_module() -> Iterator[None]:
+    """What a module's tests loaded (models, engines, llama.cpp instances, all held in functools caches) is dropped
+    when the module ends, so the suite holds one module's models at a time: holding them all, it peaked at 20 GB."""
+    yield
+    tests = str(Path(__file__).parent)
+    for name, module in list(sys.modules.items()):
+        if name.startswith("ponder") or tests in (getattr(module, "__file__", None) or ""):
+            for value in list(vars(module).values()):
+                if callable(getattr(value, "cache_clear", None)):
+                    value.cache_clear()
+    gc.collect()
+    try:  # and glibc hands the freed heap back to the system (else RSS stays where it peaked)
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @pytest.fixture(autouse=True)
