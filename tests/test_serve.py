@@ -260,10 +260,10 @@ def test_the_default_model_is_served_with_its_shipped_policy_and_learned_verifie
     policy = shipped_policy(DEFAULT_MODEL)  # what `ponder serve` loads when no --policy is given
     scheduler = Scheduler(open_generator(DEFAULT_MODEL))
     try:
-        served = TestClient(create_app(scheduler, DEFAULT_MODEL, policy=policy))
-        reply = served.post("/v1/chat/completions", json={
-            "model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 48,
-            "reasoning_effort": "low"}).json()
+        with TestClient(create_app(scheduler, DEFAULT_MODEL, policy=policy)) as served:
+            reply = served.post("/v1/chat/completions", json={
+                "model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "What is 2 + 3?"}],
+                "max_tokens": 48, "reasoning_effort": "low"}).json()
     finally:
         scheduler.close()
     settings = reply["ponder"]["settings"]
