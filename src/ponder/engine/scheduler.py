@@ -25,6 +25,16 @@ class EngineClosed(PonderError):
     """The engine stopped (shut down, or failed) before the job was done."""
 
 
+class _Closed:
+    """Where a closed scheduler's engine was: its facts stay, any work is refused."""
+
+    def __init__(self, info: ModelInfo):
+        self.info = info
+
+    def __getattr__(self, name: str) -> Any:
+        raise EngineClosed("the engine is shutting down: try again later")
+
+
 class Scheduler:
     def __init__(self, engine: BatchedGenerator):
         self.engine = engine
@@ -144,6 +154,10 @@ class Scheduler:
                 self._cancel |= set(self._jobs)
                 self._error = self._error or EngineClosed("the server shut down before this finished")
                 self._lock.notify_all()
+            elif not isinstance(self.engine, _Closed):
+                # The model goes with the engine: whatever still holds this scheduler (an app, a handler) no
+                # longer holds gigabytes of weights.
+                self.engine = _Closed(self.engine.info)
 
     @property
     def load(self) -> int:
