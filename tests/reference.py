@@ -24,7 +24,7 @@ def ponder_model(name: str) -> LoadedModel:
     return load(name)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1)  # one llama.cpp model alive at a time: an F32 copy of the 0.5B is 2 GB
 def llama_cpp_model(name: str, full_precision: bool = False):  # noqa: ANN201
     """llama.cpp on the pulled GGUF, or on its F32 copy (`full_precision`); an F32 KV cache as ponder's."""
     llama_cpp = pytest.importorskip("llama_cpp")
