@@ -312,3 +312,17 @@ def test_auto_is_set_against_best_of_n_at_its_largest_n_per_bin() -> None:
     assert "| bon@16 | all | 0.60 | 0.60 (+0.00) at 0.29 | 0.70 (+0.10) at 1.00 |" in table
     assert "| bon@16 | 1 | 0.90 | 0.90 (+0.00) at 0.29 |  |" in table  # auto@16 absent in that bin
     assert not any(line.startswith("| weighted_bon") for line in table)  # no such cells: no rows
+
+
+def test_the_report_links_each_question_to_a_page_of_its_search_tree(tmp_path: Path) -> None:
+    from scripted_jobs import ScriptedEvalJob
+
+    rows = [ScriptedEvalJob()(f"{q}#0") for q in range(3)]
+    assert all(row["results"]["beam@8"]["tree"] for row in rows)  # tree strategies keep their trees
+    page, _ = write_report(Run("scripted", rows, {"model": "scripted"}), [], tmp_path / "run.html")
+    trees = sorted((tmp_path / "run-trees").glob("*.html"))
+    assert len(trees) == 3 * sum(1 for cell in rows[0]["results"] if "tree" in rows[0]["results"][cell])
+    text = page.read_text()
+    assert "Search trees, question by question" in text and all(f"run-trees/{t.name}" in text for t in trees)
+    one = trees[0].read_text()
+    assert '"tree": [' in one and '"state": "' in one and "render(" in one  # the page draws the stored tree

@@ -124,6 +124,8 @@ def run_item(generator: Generator, task: Task, seed: int, grid: GridSettings,
             results[f"{name}@{n}"] = _entry(task, run.answer, run.spend.to_dict(), time.perf_counter() - start)
             if "samples" in run.settings:  # a strategy that stops early (confidence): the samples it drew
                 results[f"{name}@{n}"]["samples"] = run.settings["samples"]
+            if run.tree:  # a tree strategy's tree, for the report's page of each question
+                results[f"{name}@{n}"]["tree"] = [node.to_dict() for node in run.tree]
     return {"question": task.id, "seed": seed, "difficulty": task.difficulty, "pool": pool, "results": results,
             "grid": grid.to_dict()}
 

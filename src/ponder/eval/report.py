@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ponder.errors import PonderError
 from ponder.eval.compare import auto_against_best_of_n, equal_flops_table, pretraining_table
 from ponder.eval.metrics import Cell, frontier, oracle_difficulty, quantile_bins, summarize
 
@@ -116,7 +118,13 @@ def write_report(main: Run, compared: list[Run], out: Path, bins: int = 5,
     """The page and the table (and with `figures`, each figure as a PNG in that folder, for a README),
     every file written whole (to a temporary name, then renamed)."""
     page, table, pngs = _build(main, compared, bins)
+    trees = tree_pages(main, out.with_name(out.stem + "-trees"))
+    if trees:  # each question's search trees, a page each, linked from the report
+        links = "".join(f"<li><a href='{html.escape(out.stem + '-trees/' + path.name)}'>{html.escape(label)}</a></li>"
+                        for label, path, _ in trees)
+        page = page.replace("</body>", f"<h2>Search trees, question by question</h2><ul>{links}</ul></body>")
     files: list[tuple[Path, str | bytes]] = [(out, page), (out.with_suffix(".md"), table + "\n")]
+    files += [(path, content) for _, path, content in trees]
     files += [(figures / name, png) for name, png in pngs.items()] if figures else []
     for path, content in files:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,3 +132,34 @@ def write_report(main: Run, compared: list[Run], out: Path, bins: int = 5,
         partial.write_bytes(content if isinstance(content, bytes) else content.encode())
         partial.replace(path)
     return out, out.with_suffix(".md")
+
+
+def tree_pages(run: Run, folder: Path) -> list[tuple[str, Path, str]]:
+    """(label, path, page) for every stored search tree of the run (tree strategies store theirs)."""
+    from ponder.serve.page import thinking_page
+
+    questions: dict[str, str] = {}
+    pages = []
+    for row in run.rows:
+        for cell, entry in sorted(row["results"].items()):
+            if not entry.get("tree"):
+                continue
+            if not questions:
+                questions = _question_texts(run.settings)
+            label = f"{row['question']} (seed {row.get('seed', 0)}), {cell}: {'right' if entry['correct'] else 'wrong'}"
+            name = re.sub(r"[^\w.-]+", "-", f"{row['question']}-{row.get('seed', 0)}-{cell}") + ".html"
+            result = {"strategy": cell, "answer": entry.get("answer"), "tree": entry["tree"], "candidates": [],
+                      "spend": {"flops": entry.get("flops", 0)}, "question": questions.get(row["question"], ""),
+                      "correct": entry["correct"]}
+            pages.append((label, folder / name, thinking_page(result, f"ponder: {label}")))
+    return pages
+
+
+def _question_texts(settings: dict[str, Any]) -> dict[str, str]:
+    from ponder.tasks import load_tasks
+
+    try:
+        tasks = load_tasks(settings["tasks"], settings["size"], settings["task_seed"])
+    except (KeyError, PonderError):
+        return {}
+    return {t.id: next((m["content"] for m in reversed(t.messages) if m["role"] == "user"), "") for t in tasks}

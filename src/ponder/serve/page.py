@@ -36,8 +36,8 @@ function score(s) { return s === null || s === undefined ? "" : el("span", {clas
 function render(root, r) {
   root.replaceChildren();
   if (r.question) root.append(el("div", {class: "question"}, r.question));
-  const verdict = r.reference === undefined || r.reference === null ? "" :
-    (r.correct ? el("span", {class: "right"}, "  (right)") : el("span", {class: "wrong"}, `  (reference: ${r.reference})`));
+  const verdict = r.correct === true ? el("span", {class: "right"}, "  (right)") : r.correct === false ?
+    el("span", {class: "wrong"}, r.reference ? `  (reference: ${r.reference})` : "  (wrong)") : "";
   root.append(el("div", {class: "answer"}, "answer: ", el("b", {}, r.answer ?? "none"), verdict));
   const spend = r.spend || {};
   root.append(el("table", {class: "spend"}, el("tr", {},
