@@ -47,8 +47,7 @@ def token_logps(model: Transformer, ids: Tensor, parts: Tensor) -> TokenLogps:
     hidden = model.hidden_states(ids)[:, :-1]  # position t predicts token t + 1
     targets, target_parts = ids[:, 1:], parts[:, 1:]
     selected = (target_parts == CONTENT) | (target_parts == FORMAT)
-    head = model.head if not hasattr(model, "module") else model.module.head
-    logits = head(hidden[selected]).float()
+    logits = model.head(hidden[selected]).float()
     logps = -F.cross_entropy(logits, targets[selected], reduction="none")
     rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(targets)[selected]
     return TokenLogps(logps, rows, target_parts[selected] == CONTENT)
