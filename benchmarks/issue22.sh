@@ -4,10 +4,12 @@
 #   Training questions: 200 gsm_symbolic questions of another seed (none of them an evaluation question), sampled
 #   8 times each; the right samples become rejection-sampled SFT rows, right-wrong pairs DPO rows. A quarter of the
 #   templates is held out of training: reports give the evaluation questions of seen and unseen templates apart.
-#   The 0.5B before, after SFT (LoRA), after SFT + DPO (LoRA): greedy and majority@8 on the 100 evaluation questions.
+#   The 0.5B before, after SFT (LoRA), after SFT + DPO (LoRA): greedy and majority@4 on the 100 evaluation questions.
+#   "Before" is issue 21's chain-of-thought run (runs/gsm-cot.db: the same questions, seeds and settings; it also has
+#   majority@16 and confidence), so this queue runs after benchmarks/issue21.sh.
 # Hours of 2 cores, estimated from 60 sampled tokens/s and ~110 trained tokens/s (benchmarks/bench_train.py, LoRA
-# bf16): ~1 (before), ~1.9 (the training pool), ~0.5 (SFT), ~0.5 (DPO), ~1 and ~1 (after); the revision model
-# ~0.5, revisions prompted and trained ~1 each (per difficulty bin in the report: by the pooled samples' pass rate).
+# bf16): ~1.9 (the training pool), ~0.5 (SFT), ~0.5 (DPO), ~0.5 and ~0.5 (after); the revision model ~0.5,
+# revisions prompted and trained ~1 each (per difficulty bin in the report: by the pooled samples' pass rate).
 set -euo pipefail
 main() {
 cd "$(dirname "$0")/.."
@@ -19,10 +21,11 @@ PONDER=.venv/bin/ponder
 export PYTHONUNBUFFERED=1
 step() { echo "== $(date -u +%FT%TZ) $*"; }
 $PY benchmarks/snapshot.py restore
-EVAL=(--task gsm_symbolic --size 100 --strategies greedy,majority --budgets 8)
+EVAL=(--task gsm_symbolic --size 100 --strategies greedy,majority --budgets 4)
+BEFORE=runs/gsm-cot.db
 
-step "1. before: the 0.5B, greedy and majority@8"
-$PONDER eval "${EVAL[@]}" --out runs/gsm-before.db
+step "1. before: the 0.5B, greedy and majority@4 (issue 21's run)"
+test -s $BEFORE || { echo "$BEFORE is missing: run benchmarks/issue21.sh first"; exit 1; }
 step "2. the training pool: 200 questions of seed 7, 8 samples each"
 $PONDER eval --task gsm_symbolic --task-seed 7 --size 200 --strategies majority --budgets 8 --out runs/gsm-train-pool.db
 step "3. training sets, a quarter of the templates held out"
@@ -32,16 +35,16 @@ step "4. SFT (LoRA 16, bf16 autocast, two passes)"
 ROWS=$(wc -l < runs/train/gsm-sft.jsonl)
 $PONDER train sft qwen2.5-coder-0.5b-instruct runs/train/gsm-sft.jsonl --out runs/train/gsm-sft --lora-rank 16 \
     --bf16 --steps $(( 2 * ROWS / 16 )) --save-every 5
-step "5. after SFT: greedy and majority@8"
+step "5. after SFT: greedy and majority@4"
 $PONDER eval --model runs/train/gsm-sft "${EVAL[@]}" --out runs/gsm-after-sft.db
 step "6. DPO on the SFT model (LoRA 16, bf16 autocast, one pass)"
 $PONDER train dpo runs/train/gsm-sft runs/train/gsm-pairs.jsonl --out runs/train/gsm-dpo --lora-rank 16 --bf16 \
     --save-every 5
-step "7. after SFT + DPO: greedy and majority@8"
+step "7. after SFT + DPO: greedy and majority@4"
 $PONDER eval --model runs/train/gsm-dpo "${EVAL[@]}" --out runs/gsm-after-dpo.db
 step "8. reports: seen and unseen templates"
 for which in seen unseen; do
-    $PONDER report runs/gsm-before.db --compare runs/gsm-after-sft.db --compare runs/gsm-after-dpo.db \
+    $PONDER report $BEFORE --compare runs/gsm-after-sft.db --compare runs/gsm-after-dpo.db \
         --templates $which --out runs/gsm-trained-$which.html --figures docs/figures/trained-$which
 done
 step "9. a revision model: SFT on revision chains (0-4 wrong attempts, then a right answer) from the same pool"
@@ -55,7 +58,7 @@ REVISE=(--task gsm_symbolic --size 100 --strategies revisions,revisions:length=8
 $PONDER eval "${REVISE[@]}" --out runs/gsm-revise-prompted.db
 $PONDER eval --model runs/train/gsm-reviser "${REVISE[@]}" --out runs/gsm-revise-trained.db
 # Difficulty bins from the base model's own pool (step 1), the same for both.
-$PONDER report runs/gsm-before.db --compare runs/gsm-revise-prompted.db --compare runs/gsm-revise-trained.db \
+$PONDER report $BEFORE --compare runs/gsm-revise-prompted.db --compare runs/gsm-revise-trained.db \
     --out runs/gsm-revise.html --figures docs/figures/revisions
 step "done"
 }
