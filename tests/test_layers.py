@@ -9,7 +9,7 @@ import ponder
 
 SOURCE = Path(ponder.__file__).parent
 LAYERS = [  # bottom first; a unit may import its own layer and those below
-    {"errors"}, {"specs", "stats", "sandbox", "jobs", "sandbox_boot", "progress"}, {"models"}, {"engine"}, {"budget", "tasks"},
+    {"errors"}, {"specs", "stats", "sandbox", "jobs", "sandbox_boot", "progress"}, {"models"}, {"engine", "vision"}, {"budget", "tasks"},
     {"verify"}, {"search", "prm"}, {"journey"}, {"eval", "train", "demo", "serve"}, {"cli"},
 ]
 # The one lazy import still pointing up: make_verifier("prm") builds the learned verifier, whose head and states

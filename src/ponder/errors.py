@@ -35,3 +35,7 @@ class ContextOverflow(PonderError):
 
 class BadParameter(PonderError, ValueError):
     """A setting outside its range (temperature, top-p, max tokens, ...); also a ValueError."""
+
+
+class BadImage(PonderError):
+    """An image that cannot be read, is empty, is too large to decode, or goes to a model without eyes."""

@@ -8,6 +8,7 @@ how sequences are batched and where their keys and values live.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -29,6 +30,9 @@ class KVCache(Protocol):
         """Store the new tokens' k, v [B, Hkv, T, D]; return the attention of q [B, H, T, D] over each
         row's keys and values up to each query's position: [B, H, T, D]."""
         ...
+
+
+BlockHook = Callable[[int, Tensor], Tensor]
 
 
 class RMSNorm(nn.Module):
@@ -128,21 +132,27 @@ class Transformer(nn.Module):
             self.head.weight = self.embed.weight
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
 
-    def hidden_states(self, tokens: Tensor, positions: Tensor | None = None,
-                      cache: KVCache | None = None) -> Tensor:
-        """Final normalised hidden states [B, T, dim] for tokens [B, T] at positions [B, T]."""
+    def hidden_states(self, tokens: Tensor | None, positions: Tensor | None = None, cache: KVCache | None = None,
+                      embeds: Tensor | None = None, before_block: BlockHook | None = None) -> Tensor:
+        """Final normalised hidden states [B, T, dim] for tokens [B, T] at positions [B, T].
+
+        The vision layer's two ways in: `embeds` [B, T, dim] stand for the tokens' embeddings (image tokens inline,
+        NVLM-D), and `before_block(i, x)` may change the stream before block i (gated cross-attention, NVLM-X).
+        """
+        x = self.embed(tokens) if embeds is None else embeds
         if positions is None:
-            positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+            positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[:2])
         angles = positions.float()[..., None] * self.inv_freq  # [B, T, D/2], in fp32 as the references
         cos, sin = angles.cos()[:, None], angles.sin()[:, None]  # broadcast over heads
-        x = self.embed(tokens)
         rope = (torch.cat((cos, cos), dim=-1).to(x.dtype), torch.cat((-sin, sin), dim=-1).to(x.dtype))
         mask = None
         if cache is not None:
             cache.begin(positions)
         else:  # the tokens attend to each other, causally by position
             mask = positions[:, None, None, :] <= positions[:, None, :, None]
-        for block in self.layers:
+        for i, block in enumerate(self.layers):
+            if before_block is not None:
+                x = before_block(i, x)
             x = block(x, rope, mask, cache)
         return self.norm(x)
 
