@@ -14,11 +14,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from ponder import demo as demo_defaults
-from ponder.errors import PonderError
+from ponder.errors import BadImage, BadParameter, PonderError
 from ponder.eval import cli as eval_commands
+from ponder.journey.cli import app as journey_app
 from ponder.prm.cli import app as prm_app
 from ponder.train.cli import app as train_app
-from ponder.journey.cli import app as journey_app
 
 if TYPE_CHECKING:  # the heavy imports (torch) wait until a command needs them
     from rich.tree import Tree
@@ -90,11 +90,20 @@ def generate(
     raw: Annotated[bool, typer.Option(help="Send the prompt as it is, without the chat template.")] = False,
     system: Annotated[str | None, typer.Option(help="A system message.")] = None,
     temperature: Temperature = 0.0, top_p: TopP = 1.0, max_tokens: MaxTokens = 256, seed: Seed = None,
+    image: Annotated[Path | None, typer.Option(help="An image to ask about (a vision model: nvlm-d-smollm2, "
+                                                    "nvlm-x-smollm2, nvlm-h-smollm2).")] = None,
 ) -> None:
-    """Generate a completion; tokens stream to the terminal."""
+    """Generate a completion; tokens stream to the terminal. With --image, a vision model answers about it."""
     from ponder.engine.sampling import SamplingParams
+    from ponder.vision.checkpoint import vision_folder
 
     params = SamplingParams(temperature, top_p, 0, max_tokens, seed)  # checked before the slow load
+    if (folder := vision_folder(model)) is not None:
+        _generate_with_eyes(folder, prompt, image, params)
+        return
+    if image is not None:
+        raise BadImage(f"{model} is a text-only model: ask a vision model about images (nvlm-d-smollm2, "
+                       "nvlm-x-smollm2, nvlm-h-smollm2; `ponder models`)")
     loaded = _load(model)
     tok = loaded.tokenizer
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
@@ -303,6 +312,21 @@ def _render_tree(nodes: list) -> Tree:
                      style={"pruned": "dim", "finished": "bold green"}.get(node.state, ""))
         branches[node.id] = (branches[node.parent] if node.parent is not None else root).add(label)
     return root
+
+
+def _generate_with_eyes(folder: Path, prompt: str, image: Path | None, params: SamplingParams) -> None:
+    from ponder.vision.checkpoint import load_vision
+    from ponder.vision.tiling import open_image
+
+    if params.temperature:
+        raise BadParameter("vision models decode greedily here: leave --temperature at 0")
+    picture = open_image(image) if image is not None else None  # a bad image fails before the slow load
+    with err.status(f"loading {folder.name}"):
+        model = load_vision(folder)
+    answer = model.generate(picture, prompt, params.max_tokens)
+    out.print(answer.text)
+    err.print(f"[dim]{answer.image_tokens} image tokens of {answer.prompt_tokens} in the sequence, "
+              f"{answer.new_tokens} new, {answer.seconds:.1f} s[/dim]")
 
 
 def _load(spec: str) -> LoadedModel:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -33,6 +34,7 @@ class ImageQuestion:
     question: str
     answer: str
     image: Image.Image | None  # None for text questions
+    shapes: tuple[tuple[str, str], ...] = ()  # (shape, colour) of every shape drawn: an encoder's training labels
 
     def check(self, completion: str) -> bool:
         """Right when the first number in the completion is the answer."""
@@ -55,9 +57,10 @@ def reading(rng: random.Random) -> ImageQuestion:
     left, top, right, bottom = font.getbbox(number)
     x, y = rng.randint(8, SIZE - right - 8), rng.randint(8, SIZE - bottom - 8)
     taken = [(x + left - 6, y + top - 6, x + right + 6, y + bottom + 6)]
-    _shapes(image, rng, rng.randint(4, 9), taken, lambda: (rng.choice(SHAPES), rng.choice(list(COLOURS))))
+    drawn: list[tuple[str, str]] = []
+    _shapes(image, rng, rng.randint(4, 9), taken, lambda: (rng.choice(SHAPES), rng.choice(list(COLOURS))), drawn)
     ImageDraw.Draw(image).text((x, y), number, fill="black", font=font)
-    return ImageQuestion("reading", "What number is written in the image?", number, image)
+    return ImageQuestion("reading", "What number is written in the image?", number, image, tuple(drawn))
 
 
 def counting(rng: random.Random) -> ImageQuestion:
@@ -70,10 +73,10 @@ def counting(rng: random.Random) -> ImageQuestion:
             if pick != (shape, colour):
                 return pick
 
-    image = Image.new("RGB", (SIZE, SIZE), "white")
-    drawn = _shapes(image, rng, count, [], lambda: (shape, colour))
-    _shapes(image, rng, others, drawn, other)
-    return ImageQuestion("counting", f"How many {colour} {shape}s are there?", str(count), image)
+    image, drawn = Image.new("RGB", (SIZE, SIZE), "white"), []
+    taken = _shapes(image, rng, count, [], lambda: (shape, colour), drawn)
+    _shapes(image, rng, others, taken, other, drawn)
+    return ImageQuestion("counting", f"How many {colour} {shape}s are there?", str(count), image, tuple(drawn))
 
 
 def text(rng: random.Random) -> ImageQuestion:
@@ -82,8 +85,9 @@ def text(rng: random.Random) -> ImageQuestion:
 
 
 def _shapes(image: Image.Image, rng: random.Random, n: int, taken: list[tuple[int, int, int, int]],
-            pick) -> list[tuple[int, int, int, int]]:
-    """Draw n shapes where nothing else is (boxes in `taken`, which grows); returns `taken`."""
+            pick: Callable[[], tuple[str, str]], drawn: list[tuple[str, str]]) -> list[tuple[int, int, int, int]]:
+    """Draw n shapes where nothing else is (boxes in `taken`, which grows), noting each in `drawn`; returns
+    `taken`."""
     draw = ImageDraw.Draw(image)
     for _ in range(n):
         for _attempt in range(200):
@@ -95,6 +99,7 @@ def _shapes(image: Image.Image, rng: random.Random, n: int, taken: list[tuple[in
         else:  # never seen with at most 15 shapes this small; a silent skip would make a count wrong
             raise RuntimeError(f"no room for {n} shapes on a {SIZE} x {SIZE} image")
         kind, colour = pick()
+        drawn.append((kind, colour))
         fill = COLOURS[colour]
         if kind == "circle":
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-app = typer.Typer(no_args_is_help=True, help="Fine-tune a model (SFT, DPO; full or LoRA) on what search verified.")
+app = typer.Typer(no_args_is_help=True, help="Fine-tune a model (SFT, DPO; full or LoRA) on what search verified; "
+                  "train the NVLM designs (encoder, vision).")
 out = Console(highlight=False, soft_wrap=True)
 
 Model = Annotated[str, typer.Argument(help="A registry name, .gguf file or checkpoint folder.")]
@@ -110,3 +111,49 @@ def data(
               f"{made.questions} questions; "
               f"{made.no_right_answer} had no right sample; {made.held_out} left out (evaluation questions, "
               "held-out templates)")
+
+
+@app.command()
+def encoder(
+    out_path: Out,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 600,
+    batch_size: Annotated[int, typer.Option(help="Images a step, half reading and half counting.")] = 8,
+    save_every: SaveEvery = 20,
+    seed: Annotated[int, typer.Option(help="Initialises the weights.")] = 0,
+) -> None:
+    """The image encoder the NVLM designs share: a small ViT learns to see from scratch on synthetic images (it
+    reads their numbers and counts their shapes through a head that is then thrown away)."""
+    from ponder.train.encoder import EncoderSettings, train_encoder
+
+    train_encoder(out_path, EncoderSettings(steps=steps, batch_size=batch_size, save_every=save_every, seed=seed),
+                  say=out.print)
+    out.print(f"the encoder is in {out_path}: `ponder train vision --encoder {out_path} --design d --out DIR`")
+
+
+@app.command()
+def vision(
+    out_path: Out,
+    encoder_path: Annotated[Path, typer.Option("--encoder", help="The folder of `ponder train encoder`.")],
+    design: Annotated[str, typer.Option(help="d: image tokens in the sequence; x: gated cross-attention; h: the "
+                                             "thumbnail in the sequence, the tiles through cross-attention.")] = "d",
+    tags: Annotated[bool, typer.Option(help="1-D text tile tags (<tile_1> ... <tile_global_thumbnail>).")] = True,
+    thumbnail: Annotated[bool, typer.Option(help="A global thumbnail beside the tiles.")] = True,
+    base: Annotated[str, typer.Option(help="The decoder (frozen; LoRA in stage 2).")] = "smollm2-135m-instruct",
+    stage1_steps: Annotated[int, typer.Option(help="Steps training the connector alone.")] = 60,
+    stage2_steps: Annotated[int, typer.Option(help="Steps with LoRA on the decoder as well.")] = 60,
+    batch_size: Annotated[int, typer.Option(help="Images a step, half reading and half counting.")] = 8,
+    micro_batch: MicroBatch = 4,
+    lora_rank: LoraRank = 8,
+    save_every: SaveEvery = 10,
+    seed: Annotated[int, typer.Option(help="Initialises the connector.")] = 0,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast.")] = True,
+) -> None:
+    """NVLM-D, -X or -H on the shared encoder, in NVLM's two stages; the folder is then a vision model
+    (`ponder generate DIR --image FILE "..."`)."""
+    from ponder.train.vision import VisionSettings, train_vision
+
+    settings = VisionSettings(design=design, tags=tags, thumbnail=thumbnail, base=base, encoder=str(encoder_path),
+                              stage1_steps=stage1_steps, stage2_steps=stage2_steps, batch_size=batch_size,
+                              micro_batch=micro_batch, lora_rank=lora_rank, save_every=save_every, seed=seed,
+                              bf16=bf16)
+    train_vision(out_path, settings, say=out.print)

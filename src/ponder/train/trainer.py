@@ -31,9 +31,10 @@ from ponder.errors import BadParameter
 from ponder.models.hf import write_folder
 from ponder.models.loader import LoadedModel, load
 from ponder.progress import Progress
+from ponder.train.checkpoints import atomic_save, done, keep_metrics_through, resume, save_checkpoint, write_json
 from ponder.train.data import Pair, Skipped, Tokenized, load_pairs, load_sft
-from ponder.train.losses import TokenLogps, collate, dpo_terms, token_logps
 from ponder.train.lora import add_lora, merge_lora
+from ponder.train.losses import TokenLogps, collate, dpo_terms, token_logps
 from ponder.train.memory import check_memory
 
 KINDS = ("sft", "dpo")
@@ -91,7 +92,7 @@ def train(model_spec: str, data: Path, out: Path, settings: TrainSettings,
     rank, world = _distributed()
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     record = {"model": str(model_spec), "data": str(Path(data).resolve()), **asdict(settings)}
-    if _done(out, record, say):
+    if done(out, record, say):
         return out
     loaded = load(model_spec)
     rows, skipped = _load(data, loaded, settings)
@@ -109,15 +110,15 @@ def train(model_spec: str, data: Path, out: Path, settings: TrainSettings,
         model.requires_grad_(True)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "train.json", record)
+        write_json(out / "train.json", record)
     reference = _reference(model, rows, out, settings, device, rank) if settings.kind == "dpo" else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate(), weight_decay=0.0)
     warm = max(1, int(settings.warmup * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
-    start = _resume(out / "checkpoint.pt", model, optimizer, schedule, say)
-    _keep_metrics_through(out / "metrics.jsonl", start) if rank == 0 else None
+    start = resume(out / "checkpoint.pt", model, optimizer, schedule, say)
+    keep_metrics_through(out / "metrics.jsonl", start) if rank == 0 else None
     net = LogpsModel(model)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(net)
@@ -158,7 +159,7 @@ def _train_step(net: nn.Module, rows: list[Any], reference: Tensor | None, step:
             say(f"step 1: DPO loss {metrics['loss_dpo']:.6f} (ln 2 = {math.log(2):.6f}: the policy starts as "
                 "the reference)")
         if step % settings.save_every == 0 or step == steps:
-            _save_checkpoint(out / "checkpoint.pt", net.module.model if hasattr(net, "module") else net.model,
+            save_checkpoint(out / "checkpoint.pt", net.module.model if hasattr(net, "module") else net.model,
                              optimizer, schedule, step)
     return metrics
 
@@ -248,35 +249,14 @@ def _reference(model: nn.Module, pairs: list[Pair], out: Path, settings: TrainSe
         values[start: start + len(chunk), 0], values[start: start + len(chunk), 1] = \
             per_row[: len(chunk)], per_row[len(chunk):]
     if rank == 0:
-        _atomic_save(values, path)
+        atomic_save(values, path)
     return values.float()
 
 
-def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any,
-            say: Callable[[str], None]) -> int:
-    if not path.is_file():
-        return 0
-    state = torch.load(path, weights_only=True)
-    model.load_state_dict(state["trainable"], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    say(f"resuming from step {state['step']} ({path})")
-    return int(state["step"])
 
 
-def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any,
-                     step: int) -> None:
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    weights = {k: v for k, v in model.state_dict().items() if k in trainable}
-    _atomic_save({"trainable": weights, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                  "step": step}, path)
 
 
-def _keep_metrics_through(path: Path, step: int) -> None:
-    """metrics.jsonl without the steps after the checkpoint (they are trained again)."""
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
 
 
 def _save_model(model: nn.Module, loaded: LoadedModel, out: Path, record: dict[str, Any]) -> None:
@@ -290,23 +270,10 @@ def _save_model(model: nn.Module, loaded: LoadedModel, out: Path, record: dict[s
     for f in staging.iterdir():
         os.replace(f, out / f.name)
     staging.rmdir()
-    _write_json(out / "train.json", record | {"done": True})
+    write_json(out / "train.json", record | {"done": True})
     (out / "checkpoint.pt").unlink(missing_ok=True)
 
 
-def _done(out: Path, record: dict[str, Any], say: Callable[[str], None]) -> bool:
-    path = out / "train.json"
-    if not path.is_file():
-        if out.exists() and any(out.iterdir()):
-            raise BadParameter(f"{out} exists and is not a training folder: give --out a new or empty folder")
-        return False
-    previous = json.loads(path.read_text())
-    if {k: v for k, v in previous.items() if k != "done"} != record:
-        raise BadParameter(f"{out} holds a training run with other settings: give --out a new folder")
-    if previous.get("done"):
-        say(f"{out} is already trained: nothing to do")
-        return True
-    return False
 
 
 def _distributed() -> tuple[int, int]:
@@ -317,15 +284,3 @@ def _distributed() -> tuple[int, int]:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(partial, path)
-
-
-def _atomic_save(value: Any, path: Path) -> None:
-    partial = path.with_name(path.name + ".partial")
-    torch.save(value, partial)
-    os.replace(partial, path)

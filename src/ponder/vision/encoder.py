@@ -9,6 +9,7 @@ Then pre-norm transformer layers (torch's own) over the 14 x 14 grid with learne
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ class EncoderConfig:
         return self.size // 2 ** (len(self.stem) + 1)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "stem": list(self.stem)}  # as JSON reads it back
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EncoderConfig:
@@ -41,7 +42,7 @@ class ImageEncoder(nn.Module):
         self.cfg = cfg
         stem: list[nn.Module] = []
         channels = (3, *cfg.stem)
-        for a, b in zip(channels, channels[1:]):
+        for a, b in pairwise(channels):
             stem += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.BatchNorm2d(b), nn.GELU()]
         stem.append(nn.Conv2d(channels[-1], cfg.dim, 3, stride=2, padding=1))
         self.stem = nn.Sequential(*stem)

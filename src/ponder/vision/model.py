@@ -168,10 +168,9 @@ class VisionLanguageModel(nn.Module):
                         mask[b, t, where[index]] = True
         return CrossAttention(self.xattn, memory, mask)
 
-    def loss(self, seqs: list[Sequence], images: list[Image.Image | None]) -> tuple[Tensor, int]:
+    def loss(self, seqs: list[Sequence], tiles: list[Tiles | None]) -> tuple[Tensor, int]:
         """Mean next-token loss over the answers' tokens, and how many tokens that is."""
-        tokens = self.encode([self.tiles(im) if im is not None else None for im in images])
-        embeds, labels, hook = self.inputs(seqs, tokens)
+        embeds, labels, hook = self.inputs(seqs, self.encode(tiles))
         logits = self.decoder.head(self.decoder.hidden_states(None, embeds=embeds, before_block=hook))
         targets = labels[:, 1:]
         loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
