@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from reference import ponder_model
+from servers import free_port, serving
 
 from ponder.engine.backends import open_generator
 from ponder.engine.scheduler import Scheduler
 from ponder.serve.app import create_app
-from reference import ponder_model
-from servers import free_port, serving
 
 openai = pytest.importorskip("openai")
 MODEL = "smollm2-135m-instruct"
@@ -34,11 +34,11 @@ def server(scheduler: Scheduler) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(server: str) -> "openai.OpenAI":
+def client(server: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
 
 
-def test_chat_completion_with_n_seed_and_usage(client: "openai.OpenAI") -> None:
+def test_chat_completion_with_n_seed_and_usage(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 2 + 3?"}],
                                            max_tokens=12, n=2, temperature=0.8, seed=1)
     assert len(reply.choices) == 2 and all(c.message.content for c in reply.choices)
@@ -48,7 +48,7 @@ def test_chat_completion_with_n_seed_and_usage(client: "openai.OpenAI") -> None:
     assert [c.message.content for c in again.choices] == [c.message.content for c in reply.choices]
 
 
-def test_completion_stops_at_a_stop_string_and_leaves_it_out(client: "openai.OpenAI") -> None:
+def test_completion_stops_at_a_stop_string_and_leaves_it_out(client: openai.OpenAI) -> None:
     free = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=16, temperature=0)
     text = free.choices[0].text
     assert text
@@ -57,7 +57,7 @@ def test_completion_stops_at_a_stop_string_and_leaves_it_out(client: "openai.Ope
     assert stop not in cut.choices[0].text and text.startswith(cut.choices[0].text)
 
 
-def test_streaming_gives_the_same_text_as_not_streaming(client: "openai.OpenAI") -> None:
+def test_streaming_gives_the_same_text_as_not_streaming(client: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": "Name a colour."}]
     whole = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0)
     pieces = [chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
@@ -65,7 +65,7 @@ def test_streaming_gives_the_same_text_as_not_streaming(client: "openai.OpenAI")
     assert "".join(pieces) == whole.choices[0].message.content and len(pieces) > 2
 
 
-def test_a_think_harder_request_reports_the_searchs_spend(client: "openai.OpenAI") -> None:
+def test_a_think_harder_request_reports_the_searchs_spend(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 2 + 3?"}],
                                            max_tokens=24, extra_body={"ponder": {"strategy": "majority", "n": 3,
                                                                                  "return_candidates": True}})
@@ -74,7 +74,7 @@ def test_a_think_harder_request_reports_the_searchs_spend(client: "openai.OpenAI
     assert reply.usage.model_extra["flops"] > 0 and reply.usage.completion_tokens >= 3
 
 
-def test_log_probabilities_come_back_in_both_apis_shapes(client: "openai.OpenAI") -> None:
+def test_log_probabilities_come_back_in_both_apis_shapes(client: openai.OpenAI) -> None:
     chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is 2 + 3?"}],
                                           max_tokens=8, temperature=0, logprobs=True, top_logprobs=3)
     content = chat.choices[0].logprobs.content
@@ -139,7 +139,7 @@ def test_auto_thinks_as_the_servers_policy_allocates(scheduler: Scheduler) -> No
     assert effort["ponder"]["strategy"] == "auto" and effort["ponder"]["settings"]["n"] == 4
 
 
-def test_errors_come_back_in_openais_shape(client: "openai.OpenAI", server: str) -> None:
+def test_errors_come_back_in_openais_shape(client: openai.OpenAI, server: str) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
     assert missing.value.body["code"] == "model_not_found"
@@ -206,7 +206,7 @@ def test_generated_requests_never_get_a_server_error(scheduler: Scheduler) -> No
 
         @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=op.as_strategy())
-        def check(case) -> None:  # noqa: ANN001
+        def check(case) -> None:
             reply = case.call()
             if reply.status_code >= 500:
                 failures.append((case.method, case.path, case.body, reply.status_code, reply.text[:200]))
@@ -253,8 +253,8 @@ def test_ponder_serve_says_where_it_listens_serves_there_and_finishes_work_when_
 def test_the_default_model_is_served_with_its_shipped_policy_and_learned_verifier() -> None:
     from fastapi.testclient import TestClient
 
-    from ponder.search.auto import shipped_policy
     from ponder.models.registry import DEFAULT_MODEL
+    from ponder.search.auto import shipped_policy
 
     ponder_model(DEFAULT_MODEL)
     policy = shipped_policy(DEFAULT_MODEL)  # what `ponder serve` loads when no --policy is given
@@ -270,3 +270,15 @@ def test_the_default_model_is_served_with_its_shipped_policy_and_learned_verifie
     assert reply["ponder"]["strategy"] == "auto" and settings["n"] == 4, reply
     assert settings["choice"]["strategy"] == policy.table[settings["bin"]][4].strategy
     assert reply["choices"][0]["message"]["content"] and reply["usage"]["flops"] > 0
+
+
+def test_an_image_sent_to_a_text_model_is_refused_with_the_way_out(scheduler: Scheduler) -> None:
+    from fastapi.testclient import TestClient
+
+    parts = [{"type": "text", "text": "What is this?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": parts}], "max_tokens": 4}
+    refused = TestClient(create_app(scheduler, MODEL)).post("/v1/chat/completions", json=body)
+    assert refused.status_code == 400 and "text-only model" in refused.json()["error"]["message"]
+    text_parts = {"model": MODEL, "messages": [{"role": "user", "content": parts[:1]}], "max_tokens": 2}
+    assert TestClient(create_app(scheduler, MODEL)).post("/v1/chat/completions", json=text_parts).status_code == 200

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import error_line, ponder
+from reference import ponder_model
 from safetensors.torch import load_file
+from tiny_gguf import random_model
 
 from ponder.models.config import ModelConfig
 from ponder.models.hf import write_folder
@@ -19,9 +22,6 @@ from ponder.train.encoder import EncoderSettings, train_encoder
 from ponder.train.vision import VisionSettings, train_vision
 from ponder.vision.checkpoint import load_vision
 from ponder.vision.encoder import EncoderConfig
-from cli import error_line, ponder
-from reference import ponder_model
-from tiny_gguf import random_model
 
 SMALL_ENCODER = EncoderConfig(size=64, stem=(8,), dim=16, layers=1, heads=2)
 
@@ -133,3 +133,46 @@ def test_the_command_line_answers_about_an_image_and_refuses_bad_input(
     ):
         result = ponder(*args)
         assert result.returncode != 0 and says in error_line(result), (args, result.stderr)
+
+
+def test_the_vision_server_answers_openai_image_parts_and_refuses_bad_images(
+        tiny_base: Path, encoder_folder: Path) -> None:
+    import base64
+    import io
+
+    import openai
+    from fastapi.testclient import TestClient
+    from servers import serving
+
+    from ponder.serve.vision_app import create_vision_app
+    from ponder.vision.model import VisionConfig, VisionLanguageModel
+
+    loaded = load(tiny_base)
+    model = VisionLanguageModel(loaded.model, loaded.tokenizer, VisionConfig(design="d", encoder=SMALL_ENCODER)).eval()
+    png = io.BytesIO()
+    questions("reading", 1, 0)[0].image.save(png, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+
+    def ask(image_url: str) -> list[dict]:
+        return [{"role": "user", "content": [{"type": "text", "text": "What number is written in the image?"},
+                                             {"type": "image_url", "image_url": {"url": image_url}}]}]
+
+    app = create_vision_app(model, "nvlm-d-test")
+    with serving(app) as server:
+        client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(model="nvlm-d-test", messages=ask(url), max_tokens=3)
+        assert reply.usage.completion_tokens <= 3
+        assert reply.usage.prompt_tokens_details.image_tokens == 5 * model.tokens_per_tile
+        expected = model.generate(questions("reading", 1, 0)[0].image, "What number is written in the image?", 3)
+        assert reply.choices[0].message.content == expected.text
+        streamed = client.chat.completions.create(model="nvlm-d-test", messages=ask(url), max_tokens=3, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed) == expected.text
+    http = TestClient(app)
+    for image_url, says in (("https://example.com/a.png", "send the image inline as a data URL"),
+                            ("data:image/png;base64,!!!", "not valid base64"),
+                            ("data:image/png;base64," + base64.b64encode(b"hello").decode(), "not a readable image")):
+        got = http.post("/v1/chat/completions", json={"model": "m", "messages": ask(image_url)})
+        assert got.status_code == 400 and says in got.json()["error"]["message"], got.json()
+    two = ask(url)
+    two[0]["content"].append({"type": "image_url", "image_url": {"url": url}})
+    assert "one image a request" in http.post("/v1/chat/completions", json={"model": "m", "messages": two}).text

@@ -219,7 +219,10 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request) -> Any:
-        prompt = scheduler.encode_chat([m.model_dump() for m in body.messages])
+        if any(m.images() for m in body.messages):
+            raise APIError(400, f"{model} is a text-only model: serve a vision model to send images "
+                                "(ponder serve nvlm-d-smollm2)", param="messages")
+        prompt = scheduler.encode_chat([{"role": m.role, "content": m.text()} for m in body.messages])
         return await admitted(body, request, prompt, chat=True)
 
     @app.post("/v1/completions")
@@ -360,7 +363,17 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
     from ponder.engine.backends import open_generator
 
     from ponder.search.auto import POLICIES, shipped_policy
+    from ponder.vision.checkpoint import vision_folder
 
+    if (folder := vision_folder(model)) is not None:  # a vision model answers on its own, one request at a time
+        from ponder.serve.vision_app import create_vision_app
+        from ponder.vision.checkpoint import load_vision
+
+        announce(f"ponder serves the vision model {model} at http://{host}:{port}/v1 (chat completions with "
+                 "image_url content parts as data URLs)")
+        uvicorn.run(create_vision_app(load_vision(folder), model, api_key), host=host, port=port,
+                    log_level="warning")
+        return
     if policy is None and (POLICIES / f"{model}.json").is_file():
         policy = shipped_policy(model)
     scheduler = Scheduler(open_generator(model, backend))  # type: ignore[arg-type]

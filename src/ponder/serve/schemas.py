@@ -20,9 +20,32 @@ class Thinking(BaseModel):
     return_tree: bool = False  # the search tree (tree strategies): what the chat page's thinking panel draws
 
 
+class ImageURL(BaseModel):
+    url: str  # a data URL (data:image/png;base64,...): the server reaches no network
+    detail: str | None = None
+
+
+class ContentPart(BaseModel):
+    """OpenAI's content parts: text, or an image (for a vision model)."""
+
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+
 class Message(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str | list[ContentPart]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text or "" for part in self.content if part.type == "text")
+
+    def images(self) -> list[str]:
+        if isinstance(self.content, str):
+            return []
+        return [part.image_url.url for part in self.content if part.type == "image_url" and part.image_url]
 
 
 class Common(BaseModel):
