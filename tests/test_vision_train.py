@@ -23,24 +23,24 @@ from ponder.train.vision import VisionSettings, train_vision
 from ponder.vision.checkpoint import load_vision
 from ponder.vision.encoder import EncoderConfig
 
-SMALL_ENCODER = EncoderConfig(size=64, stem=(8,), dim=16, layers=1, heads=2)
+SMALL_ENCODER = EncoderConfig(stem=(4, 4, 4, 4), dim=16, layers=1, heads=2)  # 448-pixel tiles, few channels
 
 
 class Killed(Exception):
     pass
 
 
-def crash_after(monkeypatch: pytest.MonkeyPatch, module: object, calls: int) -> None:
-    """The run dies (as if killed) when it asks for its images the (calls + 1)-th time."""
-    real, seen = module.questions, []
+def crash_after(monkeypatch: pytest.MonkeyPatch, module: object, calls: int, draws: str = "questions") -> None:
+    """The run dies (as if killed) when it asks for its images (`module.draws`) the (calls + 1)-th time."""
+    real, seen = getattr(module, draws), []
 
-    def questions(*args: object) -> object:
+    def drawing(*args: object) -> object:
         seen.append(1)
         if len(seen) > calls:
             raise Killed
         return real(*args)
 
-    monkeypatch.setattr(module, "questions", questions)
+    monkeypatch.setattr(module, draws, drawing)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_the_encoder_killed_mid_run_resumes_to_the_same_weights(tmp_path: Path, 
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     settings = EncoderSettings(steps=3, batch_size=2, save_every=1, encoder=SMALL_ENCODER)
     with monkeypatch.context() as m:
-        crash_after(m, encoder_module, 4)  # two images a step, one call per kind: dies in step 3
+        crash_after(m, encoder_module, 2, "batch")  # dies in step 3
         with pytest.raises(Killed):
             train_encoder(tmp_path, settings, progress=False)
     assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "encoder.safetensors").exists()

@@ -57,6 +57,7 @@ def models() -> None:
     from ponder.models.config import preset
     from ponder.models.hf import read_config
     from ponder.models.registry import REGISTRY, model_dir, ponder_home, registered
+    from ponder.vision.checkpoint import SHIPPED, is_vision_folder, shipped_folder
 
     table = Table(caption=f"pulled models live in {ponder_home() / 'models'}")
     table.add_column("name", no_wrap=True)
@@ -70,6 +71,12 @@ def models() -> None:
         cfg = read_config(folder)
         size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
         table.add_row(name, cfg.arch, f"{cfg.n_params / 1e6:,.0f}M", f"{size / 1e6:,.0f} MB", f"trained: {folder}")
+    for name in SHIPPED:  # vision models: what was trained ships in the package, the base decoder is pulled
+        folder = shipped_folder(name)
+        trained = is_vision_folder(folder)
+        size = (folder / "vision.safetensors").stat().st_size if trained else 0
+        table.add_row(name, f"NVLM-{name.split('-')[1].upper()} on smollm2-135m-instruct", "",
+                      f"{size / 1e6:,.0f} MB" if trained else "", "ships trained" if trained else "not trained yet")
     out.print(table)
 
 

@@ -3,7 +3,7 @@
 - reading: a 6-digit number in black, about 27 pixels high (3% of the image), in DejaVu Sans or Sans Mono, at a
   random place on an 896 x 896 white image among 4 to 9 coloured shapes: "What number is written in the image?"
 - counting: "How many red circles are there?" among shapes of other kinds and colours;
-- text: two-number sums, asked without an image, to check that a model with eyes still answers text questions.
+- text: sums of two one-digit numbers, asked without an image, to check that a model with eyes still answers text questions.
 
 One seed, one list of questions, on every machine: fonts come from matplotlib's package data, not the system.
 """
@@ -35,11 +35,12 @@ class ImageQuestion:
     answer: str
     image: Image.Image | None  # None for text questions
     shapes: tuple[tuple[str, str], ...] = ()  # (shape, colour) of every shape drawn: an encoder's training labels
+    marks: tuple[tuple[str, float, float], ...] = ()  # (a digit or "shape colour", centre x, centre y): the same
 
     def check(self, completion: str) -> bool:
-        """Right when the first number in the completion is the answer."""
-        found = re.search(r"\d+", completion.replace(",", ""))
-        return found is not None and found.group() == self.answer
+        """Right when the last number in the completion is the answer ("3 + 4 = 7", "There are 2 red circles.")."""
+        found = re.findall(r"\d+", completion.replace(",", ""))
+        return bool(found) and found[-1] == self.answer
 
 
 def questions(kind: str, n: int, seed: int) -> list[ImageQuestion]:
@@ -51,16 +52,12 @@ def questions(kind: str, n: int, seed: int) -> list[ImageQuestion]:
 
 
 def reading(rng: random.Random) -> ImageQuestion:
-    number = str(rng.randint(100_000, 999_999))
-    font = _font(rng.choice(FONTS))
-    image = Image.new("RGB", (SIZE, SIZE), "white")
-    left, top, right, bottom = font.getbbox(number)
-    x, y = rng.randint(8, SIZE - right - 8), rng.randint(8, SIZE - bottom - 8)
-    taken = [(x + left - 6, y + top - 6, x + right + 6, y + bottom + 6)]
-    drawn: list[tuple[str, str]] = []
-    _shapes(image, rng, rng.randint(4, 9), taken, lambda: (rng.choice(SHAPES), rng.choice(list(COLOURS))), drawn)
-    ImageDraw.Draw(image).text((x, y), number, fill="black", font=font)
-    return ImageQuestion("reading", "What number is written in the image?", number, image, tuple(drawn))
+    image, taken, drawn, marks = Image.new("RGB", (SIZE, SIZE), "white"), [], [], []
+    number = draw_number(image, rng, taken, marks)
+    draw_shapes(image, rng, rng.randint(4, 9), taken, lambda: (rng.choice(SHAPES), rng.choice(list(COLOURS))), drawn,
+                marks)
+    return ImageQuestion("reading", "What number is written in the image?", number, image, tuple(drawn),
+                         tuple(marks))
 
 
 def counting(rng: random.Random) -> ImageQuestion:
@@ -73,33 +70,55 @@ def counting(rng: random.Random) -> ImageQuestion:
             if pick != (shape, colour):
                 return pick
 
-    image, drawn = Image.new("RGB", (SIZE, SIZE), "white"), []
-    taken = _shapes(image, rng, count, [], lambda: (shape, colour), drawn)
-    _shapes(image, rng, others, taken, other, drawn)
-    return ImageQuestion("counting", f"How many {colour} {shape}s are there?", str(count), image, tuple(drawn))
+    image, drawn, marks = Image.new("RGB", (SIZE, SIZE), "white"), [], []
+    taken = draw_shapes(image, rng, count, [], lambda: (shape, colour), drawn, marks)
+    draw_shapes(image, rng, others, taken, other, drawn, marks)
+    return ImageQuestion("counting", f"How many {colour} {shape}s are there?", str(count), image, tuple(drawn),
+                         tuple(marks))
 
 
 def text(rng: random.Random) -> ImageQuestion:
-    a, b = rng.randint(10, 99), rng.randint(10, 99)
+    a, b = rng.randint(2, 9), rng.randint(2, 9)  # sums the 135M base model mostly gets right, so losses show
     return ImageQuestion("text", f"What is {a} + {b}? Answer with the number only.", str(a + b), None)
 
 
-def _shapes(image: Image.Image, rng: random.Random, n: int, taken: list[tuple[int, int, int, int]],
-            pick: Callable[[], tuple[str, str]], drawn: list[tuple[str, str]]) -> list[tuple[int, int, int, int]]:
-    """Draw n shapes where nothing else is (boxes in `taken`, which grows), noting each in `drawn`; returns
-    `taken`."""
+def draw_number(image: Image.Image, rng: random.Random, taken: list[tuple[int, int, int, int]],
+                marks: list[tuple[str, float, float]]) -> str:
+    """A random 6-digit number where nothing else is; each digit's centre (from the font's advances) in `marks`."""
+    number, font = str(rng.randint(100_000, 999_999)), digit_font(rng.choice(FONTS))
+    left, top, right, bottom = font.getbbox(number)
+    for _attempt in range(200):
+        x, y = rng.randint(8, image.width - right - 8), rng.randint(8, image.height - bottom - 8)
+        box = (x + left - 6, y + top - 6, x + right + 6, y + bottom + 6)
+        if not any(_overlap(box, other) for other in taken):
+            break
+    else:
+        raise RuntimeError(f"no room for a number on a {image.width} x {image.height} image")
+    taken.append(box)
+    ImageDraw.Draw(image).text((x, y), number, fill="black", font=font)
+    for i, digit in enumerate(number):
+        marks.append((digit, x + font.getlength(number[:i]) + font.getlength(digit) / 2, y + (top + bottom) / 2))
+    return number
+
+
+def draw_shapes(image: Image.Image, rng: random.Random, n: int, taken: list[tuple[int, int, int, int]],
+            pick: Callable[[], tuple[str, str]], drawn: list[tuple[str, str]],
+            marks: list[tuple[str, float, float]]) -> list[tuple[int, int, int, int]]:
+    """Draw n shapes where nothing else is (boxes in `taken`, which grows), noting each in `drawn` and its centre in
+    `marks`; returns `taken`."""
     draw = ImageDraw.Draw(image)
     for _ in range(n):
         for _attempt in range(200):
             r = rng.randint(18, 40)
-            cx, cy = rng.randint(r + 4, SIZE - r - 4), rng.randint(r + 4, SIZE - r - 4)
+            cx, cy = rng.randint(r + 4, image.width - r - 4), rng.randint(r + 4, image.height - r - 4)
             box = (cx - r - 4, cy - r - 4, cx + r + 4, cy + r + 4)
             if not any(_overlap(box, other) for other in taken):
                 break
         else:  # never seen with at most 15 shapes this small; a silent skip would make a count wrong
-            raise RuntimeError(f"no room for {n} shapes on a {SIZE} x {SIZE} image")
+            raise RuntimeError(f"no room for {n} shapes on a {image.width} x {image.height} image")
         kind, colour = pick()
         drawn.append((kind, colour))
+        marks.append((f"{kind} {colour}", cx, cy))
         fill = COLOURS[colour]
         if kind == "circle":
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
@@ -116,7 +135,7 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool
 
 
 @cache
-def _font(name: str) -> ImageFont.FreeTypeFont:
+def digit_font(name: str) -> ImageFont.FreeTypeFont:
     """The font at the size whose digits stand DIGIT_HEIGHT pixels high."""
     import matplotlib
 

@@ -116,13 +116,13 @@ def data(
 @app.command()
 def encoder(
     out_path: Out,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 600,
-    batch_size: Annotated[int, typer.Option(help="Images a step, half reading and half counting.")] = 8,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="448-pixel tiles a step.")] = 16,
     save_every: SaveEvery = 20,
     seed: Annotated[int, typer.Option(help="Initialises the weights.")] = 0,
 ) -> None:
-    """The image encoder the NVLM designs share: a small ViT learns to see from scratch on synthetic images (it
-    reads their numbers and counts their shapes through a head that is then thrown away)."""
+    """The image encoder the NVLM designs share: a small ViT learns to see from scratch on synthetic tiles (where
+    each digit and shape is, through a head that is then thrown away)."""
     from ponder.train.encoder import EncoderSettings, train_encoder
 
     train_encoder(out_path, EncoderSettings(steps=steps, batch_size=batch_size, save_every=save_every, seed=seed),
