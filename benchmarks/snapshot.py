@@ -27,6 +27,10 @@ def without_states(record: dict) -> dict:
     return record | {"samples": [{k: v for k, v in s.items() if k != "states"} for s in record["samples"]]}
 
 
+VISION_FILES = ("train.json", "metrics.jsonl", "vision.json", "bench-*.jsonl", "encoder.json", "encoder.safetensors")
+BENCH_ROWS = 300  # benchmarks/issue24.sh: 100 questions of each of three kinds
+
+
 def write_lines(path: Path, records: list[dict]) -> None:
     """All or nothing: a snapshot killed half-way leaves the previous one."""
     partial = path.with_suffix(path.suffix + ".partial")
@@ -54,6 +58,14 @@ def save(runs: Path, evidence: Path) -> None:
         partial.write_bytes(made.read_bytes())
         os.replace(partial, target)
         print(f"{made} -> {target}")
+    for made in sorted(f for pattern in VISION_FILES for f in runs.glob(f"vision/*/{pattern}")):
+        target = evidence / made.relative_to(runs)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(made.read_bytes())
+        os.replace(partial, target)
+    if (runs / "vision").is_dir():
+        print(f"{runs / 'vision'} -> {evidence / 'vision'}: settings, metrics, answers, the encoder's weights")
 
 
 def restore(evidence: Path, runs: Path) -> None:
@@ -80,6 +92,20 @@ def restore(evidence: Path, runs: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data.read_bytes())
             print(f"{data} -> {target}")
+
+
+    for folder in sorted(evidence.glob("vision/*")):
+        # The encoder comes back whole (its weights are in evidence); a design only once its table answers are all
+        # there (its weights are not: made again in ~0.3 hours if needed), else it is trained again.
+        target = runs / folder.relative_to(evidence)
+        bench = folder / "bench-1.jsonl"
+        whole = (folder / "encoder.safetensors").exists() or (
+            bench.exists() and len(bench.read_text().splitlines()) >= BENCH_ROWS)
+        if whole and not target.exists():
+            target.mkdir(parents=True)
+            for f in folder.iterdir():
+                (target / f.name).write_bytes(f.read_bytes())
+            print(f"{folder} -> {target}")
 
 
 def main() -> None:
