@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from cli import ponder
 from reference import ponder_model
 
@@ -65,10 +64,11 @@ def test_a_solve_page_shows_the_vote_the_candidates_and_the_tree_with_scores(bro
 
 
 def test_the_chat_page_of_a_running_server_streams_an_answer_and_shows_the_thinking(browser: object) -> None:
+    from servers import serving
+
     from ponder.engine.backends import open_generator
     from ponder.engine.scheduler import Scheduler
     from ponder.serve.app import create_app
-    from servers import serving
 
     ponder_model(MODEL)
     scheduler = Scheduler(open_generator(MODEL))
@@ -93,3 +93,27 @@ def test_the_chat_page_of_a_running_server_streams_an_answer_and_shows_the_think
             page.close()
     finally:
         scheduler.close()
+
+
+def test_a_code_candidate_shows_what_its_program_printed_on_each_example(browser: object, tmp_path: Path) -> None:
+    from ponder.serve.page import thinking_page
+    from ponder.tasks import question_task
+    from ponder.verify.code import CodeExecutionVerifier
+
+    prompt = 'def add(a, b):\n    """Add two numbers.\n    >>> add(2, 3)\n    5\n    >>> add(-1, 1)\n    0\n    """\n'
+    task = question_task(prompt, "code", None)
+    right = "```python\ndef add(a, b):\n    return a + b\n```"
+    wrong = "```python\ndef add(a, b):\n    return a - b\n```"
+    shown = CodeExecutionVerifier().example_results(task, [right, wrong, "I would rather not."])
+    assert [[bool(x["passed"]) for x in rows] for rows in shown] == [[True, True], [False, False], [False, False]]
+    assert (shown[1][0]["example"], shown[1][0]["want"], shown[1][0]["got"]) == ("add(2, 3)", "5", "-1")
+    assert shown[2][0]["got"] == "the program does not load"  # the prose, taken for a program
+    result = {"strategy": "bon", "answer": "add", "question": prompt, "spend": {},
+              "candidates": [{"text": t, "answer": "add", "score": s, "examples": e}
+                             for t, s, e in zip([right, wrong, "I would rather not."], [1.0, 0.0, 0.0], shown)]}
+    (tmp_path / "code.html").write_text(thinking_page(result))
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto((tmp_path / "code.html").as_uri())
+    assert page.locator("table.examples tr.pass").count() == 2 and page.locator("table.examples tr.fail").count() == 4
+    assert "-1" in page.locator("table.examples tr.fail").first.text_content()  # inside a closed candidate
+    page.close()

@@ -210,6 +210,12 @@ def solve(
 
         page = result.to_dict() | {"question": question, "reference": answer,
                                    "correct": None if answer is None else task.check(result.answer)}
+        if task.metadata.get("entry_point"):  # a code task: each program's results on the prompt's examples
+            from ponder.verify.code import CodeExecutionVerifier
+
+            shown = CodeExecutionVerifier().example_results(task, [c.text for c in result.candidates])
+            for candidate, examples in zip(page["candidates"], shown):
+                candidate["examples"] = examples
         partial = html_path.with_name(html_path.name + ".partial")
         partial.write_text(thinking_page(page))
         partial.replace(html_path)

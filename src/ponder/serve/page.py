@@ -21,7 +21,9 @@ h1{font-size:1.3em} .question{background:#f4f6fa;padding:.8em 1em;border-radius:
 pre{white-space:pre-wrap;background:#fafafa;border-left:3px solid #ddd;padding:.4em .7em;margin:.3em 0}
 .node.pruned>summary,.node.pruned>pre{color:#999} .node.finished>summary{font-weight:600}
 .score{font-family:monospace;background:#eef;padding:0 .3em;border-radius:3px}
-table.spend td{padding:0 1em 0 0}
+table.spend td{padding:0 1em 0 0} table.examples{border-collapse:collapse;margin:.3em 0 .6em}
+table.examples td,table.examples th{padding:.1em .6em;text-align:left;border-bottom:1px solid #eee}
+tr.pass td:last-child{color:#17803d} tr.fail td:last-child{color:#b3261e}
 """
 
 # render(element, result): result is SearchResult.to_dict() plus "question" (and "reference" when known).
@@ -33,6 +35,15 @@ function el(tag, attrs, ...kids) {
   return e;
 }
 function score(s) { return s === null || s === undefined ? "" : el("span", {class: "score"}, Number(s).toFixed(2)); }
+function examples(rows) {  // a code candidate: what its program printed on the prompt's examples
+  if (!rows || !rows.length) return "";
+  const table = el("table", {class: "examples"}, el("tr", {}, el("th", {}, "example"), el("th", {}, "wanted"),
+    el("th", {}, "got"), el("th", {}, "")));
+  for (const x of rows) table.append(el("tr", {class: x.passed ? "pass" : "fail"}, el("td", {}, el("code", {}, x.example)),
+    el("td", {}, el("code", {}, x.want)), el("td", {}, el("code", {}, x.got ?? "(not reached)")),
+    el("td", {}, x.passed ? "passed" : "failed")));
+  return table;
+}
 function render(root, r) {
   root.replaceChildren();
   if (r.question) root.append(el("div", {class: "question"}, r.question));
@@ -60,7 +71,7 @@ function render(root, r) {
     cands.forEach((c, i) => list.append(el("details", {class: "candidate"},
       el("summary", {}, `#${i + 1}  answer ${c.answer ?? "none"}  `, score(c.score),
          c.reason ? el("span", {class: "muted"}, `  ${c.reason}`) : ""),
-      el("pre", {}, c.text))));
+      el("pre", {}, c.text), examples(c.examples))));
     root.append(list);
   }
   if (r.tree && r.tree.length) {

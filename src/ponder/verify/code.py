@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from ponder.budget import Budget
 from ponder.engine.protocol import Generator, Sequence
@@ -71,6 +72,26 @@ class CodeExecutionVerifier:
             budget.charge_verifier(0, 0)  # no model: only the clock moves
         return [[scores.get(p, 0.0) if p is not None else 0.0] * len(split_steps(c.text))
                 for p, c in zip(programs, candidates)]
+
+    def example_results(self, task: Task, texts: list[str]) -> list[list[dict[str, Any]]]:
+        """What each candidate's program printed on the prompt's scored examples, for people to read (the
+        thinking page): per candidate a list of {example, want, got, passed}; empty where there is no program or
+        no example."""
+        prompt, entry_point = _prompt_of(task)
+        functions = (entry_point,) if entry_point else tuple(dict.fromkeys(_DEF.findall(prompt)))
+        examples = prompt_examples(prompt, functions)
+        extract = self.extract or task.extract
+        shown = []
+        for text in texts:
+            program = self._program(extract, text, task, entry_point) if examples else None
+            if program is None:
+                shown.append([])
+                continue
+            run = run_examples(program, examples, self.timeout_s, self.memory_mb)
+            reason = run.killed_reason or ("the program does not load" if not run.loaded else None)
+            shown.append([{"example": e.source, "want": e.want, "got": reason if got is None else got.strip(), "passed": ok}
+                          for e, ok, got in zip(examples, run.passed, run.outputs) if e.want.strip()])
+        return shown
 
     def _dual_agreement(self, task: Task, prompt: str, entry_point: str, programs: list[str],
                         budget: Budget) -> dict[str, float]:
