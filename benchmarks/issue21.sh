@@ -14,7 +14,7 @@ main() {
 cd "$(dirname "$0")/.."
 mkdir -p runs
 exec 9> runs/.evidence.lock
-flock -n 9 || { echo "another evidence run holds runs/.evidence.lock"; exit 1; }
+flock 9  # waits for a run ahead of it
 PY=.venv/bin/python
 PONDER=.venv/bin/ponder
 export PYTHONUNBUFFERED=1

@@ -201,3 +201,27 @@ def test_jobs_stepped_together_share_batches_and_each_gets_what_it_would_alone(t
     assert [s.tokens for s in job_b.results] == [s.tokens for s in expected_b]
     assert max(forwards) == 4  # one decode batch held both jobs' rows
     assert sorted(seen) == sorted((i, k) for i, s in enumerate(job_b.results) for k in range(1, len(s.tokens) + 1))
+
+
+def test_incremental_decoding_gives_the_whole_decode_a_token_at_a_time() -> None:
+    """Each step decodes a few tokens, not the whole sequence; the text it builds is the whole decode wherever a
+    character is complete (emoji and CJK split across byte-level tokens included)."""
+    from ponder.engine.batched import decode_more
+    from reference import ponder_model
+
+    tokenizer = ponder_model("smollm2-135m-instruct").tokenizer
+    text = "Café: 日本語のテキスト 🧠🧪 naïve — «quotes»\n  indented\tand 1,234.5 done."
+    tokens = tuple(tokenizer.encode(text, add_bos=False))
+    calls: list[int] = []
+
+    def decode(ids: tuple[int, ...]) -> str:
+        calls.append(len(ids))
+        return tokenizer.decode(ids)
+
+    built, offsets = "", (0, 0)
+    for n in range(1, len(tokens) + 1):
+        added, offsets = decode_more(decode, tokens[:n], *offsets)
+        built += added
+        whole = tokenizer.decode(tokens[:n])
+        assert whole.startswith(built) and (built == whole or whole.endswith("\ufffd") or "\ufffd" in whole[len(built):])
+    assert built == text and max(calls) <= 12  # a window of tokens a step, never the whole sequence

@@ -75,10 +75,27 @@ class Row:
     values: dict[int, float] = field(default_factory=dict)  # value head scores by position, not yet in seq.values
     job: Job | None = None  # whose sequence this is (None: a context being computed for its forks)
     index: int = 0  # which of the job's sequences
+    decoded: tuple[int, int] | None = None  # (prefix, read) offsets of incremental decoding (see `decode_more`)
 
     @property
     def stopped(self) -> bool:
         return self.seq.done or self.budget == 0 or self.seq.stop is not None
+
+
+DECODE_WINDOW = 6  # tokens decoded again beside each new one: enough for any character or word-start rule
+
+
+def decode_more(decode: Callable[[tuple[int, ...]], str], tokens: tuple[int, ...], prefix: int,
+                read: int) -> tuple[str, tuple[int, int]]:
+    """The text the last tokens add, decoding a few tokens rather than all of them (vLLM's incremental
+    detokenizing): decoding every token's whole sequence again made each step cost its length. `prefix..read`
+    were decoded already; the difference between decoding `prefix..` and `prefix..read` is new, unless it ends
+    in a character not yet complete (U+FFFD), which waits for the next token."""
+    before = decode(tokens[prefix:read])
+    after = decode(tokens[prefix:])
+    if len(after) > len(before) and not after.endswith("\ufffd"):
+        return after[len(before):], (read, len(tokens))
+    return "", (prefix, read)
 
 
 class BatchedGenerator(SamplesByExtending, ABC):
@@ -148,6 +165,8 @@ class BatchedGenerator(SamplesByExtending, ABC):
             else:
                 self._close(row, keep=True)
                 assert row.job is not None
+                if row.decoded is not None:  # once, exactly (incremental decoding may hold back a partial character)
+                    row.seq = replace(row.seq, text=self.decode(row.seq.tokens))
                 row.job.results[row.index] = row.seq
                 row.job.left -= 1
         self._running = running
@@ -221,8 +240,12 @@ class BatchedGenerator(SamplesByExtending, ABC):
             row.seq = replace(row.seq, finish_reason="stop", stop=None, done=True)
             return
         seq, tokens = row.seq, row.seq.tokens + (token,)
-        text = self.decode(tokens)
-        stop = find_stop(text, params.stop, row.text_start)
+        if row.decoded is None:  # the text so far is the whole decode of the tokens so far
+            row.decoded = (max(0, len(seq.tokens) - DECODE_WINDOW), len(seq.tokens))
+        added, row.decoded = decode_more(self.decode, tokens, *row.decoded)
+        text = seq.text + added
+        longest = max((len(s) for s in params.stop), default=1)
+        stop = find_stop(text, params.stop, max(row.text_start, len(seq.text) - longest + 1))  # only the new text
         logprobs = torch.log_softmax(logits.float(), -1)
         top = seq.top_logprobs
         if params.top_logprobs:
