@@ -116,7 +116,7 @@ def data(
 @app.command()
 def encoder(
     out_path: Out,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 800,
     batch_size: Annotated[int, typer.Option(help="448-pixel tiles a step.")] = 16,
     save_every: SaveEvery = 20,
     seed: Annotated[int, typer.Option(help="Initialises the weights.")] = 0,
@@ -139,8 +139,8 @@ def vision(
     tags: Annotated[bool, typer.Option(help="1-D text tile tags (<tile_1> ... <tile_global_thumbnail>).")] = True,
     thumbnail: Annotated[bool, typer.Option(help="A global thumbnail beside the tiles.")] = True,
     base: Annotated[str, typer.Option(help="The decoder (frozen; LoRA in stage 2).")] = "smollm2-135m-instruct",
-    stage1_steps: Annotated[int, typer.Option(help="Steps training the connector alone.")] = 60,
-    stage2_steps: Annotated[int, typer.Option(help="Steps with LoRA on the decoder as well.")] = 60,
+    stage1_steps: Annotated[int, typer.Option(help="Steps training the connector alone.")] = 150,
+    stage2_steps: Annotated[int, typer.Option(help="Steps with LoRA on the decoder as well.")] = 150,
     batch_size: Annotated[int, typer.Option(help="Images a step, half reading and half counting.")] = 8,
     micro_batch: MicroBatch = 4,
     lora_rank: LoraRank = 8,

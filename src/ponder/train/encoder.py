@@ -41,7 +41,7 @@ SHAPE_WEIGHTS = torch.tensor([0.05] + [1.0] * len(COMBOS))
 
 @dataclass(frozen=True)
 class EncoderSettings:
-    steps: int = 1000
+    steps: int = 800
     batch_size: int = 16  # tiles a step
     lr: float = 1e-3
     save_every: int = 20

@@ -40,8 +40,8 @@ class VisionSettings:
     thumbnail: bool = True
     base: str = "smollm2-135m-instruct"
     encoder: str = ""  # the folder of `ponder train encoder`
-    stage1_steps: int = 60
-    stage2_steps: int = 60
+    stage1_steps: int = 150
+    stage2_steps: int = 150
     batch_size: int = 8  # images a step, half reading and half counting
     micro_batch: int = 4
     lr: float = 1e-3  # stage 1; stage 2 (LoRA and connector) uses lr / 5
