@@ -12,7 +12,7 @@ from PIL import Image
 from reference import ponder_model
 
 from ponder.errors import BadImage, BadParameter
-from ponder.tasks.images import questions
+from ponder.tasks.images import caption, questions
 from ponder.vision.connectors import GatedCrossAttention
 from ponder.vision.encoder import EncoderConfig
 from ponder.vision.model import VisionConfig, VisionLanguageModel
@@ -189,6 +189,13 @@ def test_synthetic_questions_are_the_same_for_a_seed_and_answers_check() -> None
     assert a[0].check(f"The number is {a[0].answer}.") and not a[0].check("I see 12345.")
     counts = questions("counting", 20, 0)
     assert {q.answer for q in counts} <= set("0123456") and len({q.answer for q in counts}) > 2
+    for q in counts[:5] + a:  # a caption names the number and counts every (shape, colour) drawn
+        words = caption(q)
+        assert (f"The number {q.answer}." in words) == (q.kind == "reading")
+        colour, shape = q.question.split()[2:4] if q.kind == "counting" else ("", "")
+        if q.kind == "counting" and q.answer != "0":
+            assert f"{q.answer} {colour} {shape.rstrip('s')}" in words
+        assert sum(int(w) for w in words.replace(",", " ").split() if w.isdigit()) == len(q.shapes)
     text = questions("text", 2, 0)
     assert text[0].image is None and text[0].check(text[0].answer)
     with pytest.raises(ValueError, match="unknown image task"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -41,6 +42,16 @@ class ImageQuestion:
         """Right when the last number in the completion is the answer ("3 + 4 = 7", "There are 2 red circles.")."""
         found = re.findall(r"\d+", completion.replace(",", ""))
         return bool(found) and found[-1] == self.answer
+
+
+def caption(q: ImageQuestion) -> str:
+    """What is in the image, in a fixed order: the number, then how many of each (shape, colour) there are. The
+    vision models' first training stage learns from these (as NVLM's and LLaVA's learn from captions first)."""
+    counts = Counter(q.shapes)
+    shapes = [f"{counts[(s, c)]} {c} {s}{'s' if counts[(s, c)] > 1 else ''}"
+              for s in SHAPES for c in COLOURS if counts[(s, c)]]
+    number = f"The number {q.answer}." if q.kind == "reading" else "No number."
+    return f"{number} {', '.join(shapes)}." if shapes else number
 
 
 def questions(kind: str, n: int, seed: int) -> list[ImageQuestion]:

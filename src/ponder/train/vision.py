@@ -1,8 +1,10 @@
 """`ponder train vision`: one NVLM design (D, X or H) on a frozen decoder and a frozen shared encoder, in NVLM's
 two stages, resumably.
 
-- Stage 1: the projector (and X's and H's gated cross-attention blocks) learn; decoder and encoder frozen.
-- Stage 2: LoRA adapters on every linear layer of the decoder learn as well (the encoder stays frozen, as NVLM's).
+- Stage 1: the projector (and X's and H's gated cross-attention blocks) learn to caption the images (the number,
+  then how many shapes of each kind and colour); decoder and encoder frozen.
+- Stage 2: LoRA adapters on every linear layer of the decoder learn as well, on the questions themselves (the
+  encoder stays frozen, as NVLM's).
 
 Each step draws its images fresh from training seeds (half reading, half counting; evaluation uses small seeds).
 A checkpoint holds the trainable weights and the optimizer; the one at the stage boundary is always a stage-2 one,
@@ -25,12 +27,15 @@ from torch import nn
 from ponder.errors import BadParameter
 from ponder.models.loader import load
 from ponder.progress import Progress
-from ponder.tasks.images import questions
+from ponder.tasks.images import caption, questions
 from ponder.train.checkpoints import done, keep_metrics_through, resume, save_checkpoint, write_json
 from ponder.train.encoder import TRAIN_SEEDS, load_encoder, schedule_for
 from ponder.train.lora import add_lora
 from ponder.vision.checkpoint import save_vision
 from ponder.vision.model import VisionConfig, VisionLanguageModel
+
+
+CAPTION = "Describe the image: the number written in it, and how many shapes of each kind and colour."
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,12 @@ def _step(model: VisionLanguageModel, settings: VisionSettings, step: int, optim
     half = settings.batch_size // 2
     qs = (questions("reading", half, TRAIN_SEEDS + step)
           + questions("counting", settings.batch_size - half, TRAIN_SEEDS + step))
-    items = [(model.layout(q.question, tiles := model.tiles(q.image), q.answer), tiles) for q in qs]
+    stage = 1 if step < settings.stage1_steps else 2
+    # Stage 1 learns from captions (the number and every shape, many answer tokens an image), stage 2 from the
+    # questions themselves: NVLM's (and LLaVA's) order, pretraining on captions, then fine-tuning on tasks.
+    asked = [(CAPTION, caption(q)) if stage == 1 else (q.question, q.answer) for q in qs]
+    items = [(model.layout(question, tiles := model.tiles(q.image), answer), tiles)
+             for q, (question, answer) in zip(qs, asked)]
     answer_tokens = sum(sum(t != -100 for t in seq.labels) for seq, _ in items)
     optimizer.zero_grad()
     total, seen = 0.0, 0
@@ -145,6 +155,6 @@ def _step(model: VisionLanguageModel, settings: VisionSettings, step: int, optim
     optimizer.step()
     schedule.step()
     seconds = time.perf_counter() - began
-    return {"step": step + 1, "stage": 1 if step < settings.stage1_steps else 2,
+    return {"step": step + 1, "stage": stage,
             "loss": round(total / answer_tokens, 4), "tokens_per_s": round(seen / seconds, 1),
             "images_per_s": round(len(qs) / seconds, 3), "lr": schedule.get_last_lr()[0]}
