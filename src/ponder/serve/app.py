@@ -59,6 +59,37 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+def speak_openai(app: FastAPI, body_bytes: int, api_key: str | None,
+                 count: Callable[[int], None] = lambda status: None) -> None:
+    """Errors in OpenAI's shape (APIError, invalid bodies), a body size limit and the API key, for any of ponder's
+    apps; `count` hears each error's status (the metrics)."""
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError) -> JSONResponse:
+        count(e.status)
+        return JSONResponse(error_body(str(e), e.kind, e.param, e.code), e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        count(400)
+        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(x) for x in first["loc"][1:]) or None
+        return JSONResponse(error_body(f"{param or 'body'}: {first['msg']}", "invalid_request_error", param), 400)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        if int(request.headers.get("content-length") or 0) > body_bytes:
+            count(413)
+            return JSONResponse(error_body(f"the request body is over {body_bytes} bytes",
+                                           "invalid_request_error"), 413)
+        if api_key and request.url.path.startswith("/v1/") and \
+                request.headers.get("authorization") != f"Bearer {api_key}":
+            count(401)
+            return JSONResponse(error_body("a valid API key is needed (Authorization: Bearer KEY)",
+                                           "authentication_error"), 401)
+        return await call_next(request)
+
+
 def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max_queue: int = 64,
                timeout: float = 300.0, limits: Limits = Limits(), policy: Policy | None = None) -> FastAPI:
     """`timeout`: seconds a request may take before it is cancelled and answered 504; `policy`: what
@@ -68,30 +99,7 @@ def create_app(scheduler: Scheduler, model: str, api_key: str | None = None, max
     metrics: Counter[str] = Counter()
     in_flight = {"requests": 0}
 
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, e: APIError) -> JSONResponse:
-        metrics[f"errors_{e.status}"] += 1
-        return JSONResponse(error_body(str(e), e.kind, e.param, e.code), e.status, headers=e.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        metrics["errors_400"] += 1
-        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
-        param = ".".join(str(x) for x in first["loc"][1:]) or None
-        return JSONResponse(error_body(f"{param or 'body'}: {first['msg']}", "invalid_request_error", param), 400)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        if int(request.headers.get("content-length") or 0) > limits.body_bytes:
-            metrics["errors_413"] += 1
-            return JSONResponse(error_body(f"the request body is over {limits.body_bytes} bytes",
-                                           "invalid_request_error"), 413)
-        if api_key and request.url.path.startswith("/v1/") and \
-                request.headers.get("authorization") != f"Bearer {api_key}":
-            metrics["errors_401"] += 1
-            return JSONResponse(error_body("a valid API key is needed (Authorization: Bearer KEY)",
-                                           "authentication_error"), 401)
-        return await call_next(request)
+    speak_openai(app, limits.body_bytes, api_key, count=lambda status: metrics.update([f"errors_{status}"]))
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:

@@ -12,12 +12,11 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 
 from ponder.errors import BadImage
-from ponder.serve.app import APIError, error_body
+from ponder.serve.app import APIError, speak_openai
 from ponder.serve.schemas import ChatRequest
 from ponder.vision.model import VisionLanguageModel
 from ponder.vision.tiling import open_image
@@ -29,26 +28,7 @@ def create_vision_app(model: VisionLanguageModel, name: str, api_key: str | None
     app = FastAPI(title="ponder (vision)", description="OpenAI-compatible chat API with images.")
     one_at_a_time = asyncio.Lock()
 
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, e: APIError) -> JSONResponse:
-        return JSONResponse(error_body(str(e), e.kind, e.param, e.code), e.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
-        param = ".".join(str(x) for x in first["loc"][1:]) or None
-        return JSONResponse(error_body(f"{param or 'body'}: {first['msg']}", "invalid_request_error", param), 400)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        if int(request.headers.get("content-length") or 0) > BODY_BYTES:
-            return JSONResponse(error_body(f"the request body is over {BODY_BYTES} bytes: send a smaller image",
-                                           "invalid_request_error"), 413)
-        if api_key and request.url.path.startswith("/v1/") and \
-                request.headers.get("authorization") != f"Bearer {api_key}":
-            return JSONResponse(error_body("a valid API key is needed (Authorization: Bearer KEY)",
-                                           "authentication_error"), 401)
-        return await call_next(request)
+    speak_openai(app, BODY_BYTES, api_key)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
