@@ -42,10 +42,10 @@ def main() -> None:
         [scores] = verifier.score(task, [Sequence((), text=text)], Budget())
         candidates = [(max(scores, default=0.0), bool(first["correct"]))] + [
             (max(s["step_scores"], default=0.0), bool(s["correct"])) for s in row["pool"]]
-        for n in rows:
+        for n, got in rows.items():
             best = max(range(n), key=lambda i: (candidates[i][0], -i))  # ties: the earlier candidate
             flops = first["flops"] + (n - 1) / n * row["results"][f"bon@{n}"]["flops"]
-            rows[n].append((candidates[best][1], flops))
+            got.append((candidates[best][1], flops))
             plain[n].append(bool(row["results"][f"bon@{n}"]["correct"]))
     print(f"{len(pool)} problems; greedy alone {mean([float(greedy[k]['results']['greedy@1']['correct']) for k in pool]):.2f}")
     print("| n | best of n, greedy first (95% CI) | TFLOPs a problem | best of n sampled (as stored) |")
