@@ -15,9 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from ponder.stats import bootstrap_interval, mean
 from ponder.tasks.images import questions
 from ponder.vision.checkpoint import load_vision
@@ -74,9 +71,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
-    table = Table("model", "design", "tags", "thumbnail", "reading [95% CI]", "counting [95% CI]",
-                  "text [95% CI]", "image tokens", "s / image", "train tokens/s", "train images/s")
-    lines = ["| " + " | ".join(c.header for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
+    header = ["model", "design", "tags", "thumbnail", "reading [95% CI]", "counting [95% CI]", "text [95% CI]",
+              "image tokens", "s / image", "train tokens/s", "train images/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     bases: dict[str, list[bool]] = {}
     for folder in args.folders:
         config = json.loads((folder / "vision.json").read_text())
@@ -84,7 +81,6 @@ def main() -> None:
         if config["base"] not in bases:
             bases[config["base"]] = base_text(args.size, args.seed, config["base"])
             row = [config["base"], "(text only)", "", "", "", "", cell(bases[config["base"]]), "0", "", "", ""]
-            table.add_row(*row)
             lines.append("| " + " | ".join(row) + " |")
         tokens, images = training_rates(folder)
         pictures = got["reading"] + got["counting"]
@@ -93,9 +89,8 @@ def main() -> None:
                cell([r["right"] for r in got["counting"]]), cell([r["right"] for r in got["text"]]),
                f"{mean([r['image_tokens'] for r in pictures]):.0f}", f"{mean([r['seconds'] for r in pictures]):.2f}",
                f"{tokens:.0f}", f"{images:.2f}"]
-        table.add_row(*row)
         lines.append("| " + " | ".join(row) + " |")
-    Console().print(table)
+    print("\n".join(lines))  # markdown: the README's table as it is
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
 
