@@ -8,7 +8,8 @@
 #   thought drawn again with the confidence strategy beside majority, and both formats in turn (mixed).
 # Greedy HumanEval runs on llama.cpp (one sequence: the faster backend there), pools on the native engine.
 # Hours of 2 cores: ~0.4 and ~0.5 (greedy), ~0.8 (gsm programs), ~3.5 (the HumanEval pool, ~80 s a problem),
-# ~3.5 and ~1.5 (gsm chains of thought: the confidence runs draw their own traces, ~37 samples a question; mixed).
+# ~2.2 and ~1.5 (gsm chains of thought: the confidence runs draw their own traces, ~37 samples a question, ~1.3 min;
+# mixed).
 set -euo pipefail
 main() {
 cd "$(dirname "$0")/.."
