@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -29,7 +28,7 @@ from ponder.errors import BadParameter
 from ponder.progress import Progress
 from ponder.tasks.images import COLOURS, SHAPES, draw_number, draw_shapes
 from ponder.train.checkpoints import done, keep_metrics_through, resume, save_checkpoint, write_json
-from ponder.vision.encoder import EncoderConfig, ImageEncoder
+from ponder.vision.encoder import EncoderConfig, ImageEncoder, to_pixels
 
 TRAIN_SEEDS = 100_000  # training images use seeds from here on; evaluation uses small seeds
 COMBOS = [f"{s} {c}" for s in SHAPES for c in COLOURS]
@@ -84,7 +83,7 @@ def batch(step: int, settings: EncoderSettings) -> tuple[Tensor, Tensor, Tensor]
     cfg = settings.encoder
     tiles = [pretraining_tile(random.Random(f"encoder/{TRAIN_SEEDS + step}/{i}"), cfg.size)
              for i in range(settings.batch_size)]
-    pixels = torch.from_numpy(np.stack([np.asarray(im) for im, _ in tiles])).permute(0, 3, 1, 2).float().div(255)
+    pixels = to_pixels([im for im, _ in tiles])
     targets = [cell_targets(marks, cfg.size, cfg.grid) for _, marks in tiles]
     return pixels, torch.stack([d for d, _ in targets]), torch.stack([s for _, s in targets])
 

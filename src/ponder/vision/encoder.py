@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 
@@ -58,3 +60,8 @@ class ImageEncoder(nn.Module):
         n, d, h, w = x.shape
         x = x.flatten(2).transpose(1, 2) + self.positions
         return self.norm(self.layers(x)).view(n, h, w, d)
+
+
+def to_pixels(images: list[Image.Image]) -> Tensor:
+    """RGB tiles of one size -> [N, 3, size, size] in [0, 1], as the encoder takes them."""
+    return torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images])).permute(0, 3, 1, 2).float() / 255

@@ -16,7 +16,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
@@ -26,7 +25,7 @@ from ponder.models.kv_cache import DenseKVCache
 from ponder.models.tokenizer import Tokenizer
 from ponder.models.transformer import Transformer
 from ponder.vision.connectors import GatedCrossAttention
-from ponder.vision.encoder import EncoderConfig, ImageEncoder
+from ponder.vision.encoder import EncoderConfig, ImageEncoder, to_pixels
 from ponder.vision.projector import Projector
 from ponder.vision.tiling import Tiles, tile
 
@@ -131,9 +130,7 @@ class VisionLanguageModel(nn.Module):
         flat = [im for group in images for im in group]
         if not flat:
             return []
-        pixels = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in flat]))
-        pixels = pixels.permute(0, 3, 1, 2).float().div(255)
-        tokens = self.projector(self.encoder(pixels)).to(self.decoder.embed.weight.dtype)
+        tokens = self.projector(self.encoder(to_pixels(flat))).to(self.decoder.embed.weight.dtype)
         return list(tokens.split([len(group) for group in images]))
 
     def inputs(self, seqs: list[Sequence], tokens: list[Tensor | None]) -> tuple[Tensor, Tensor, Any]:
@@ -223,10 +220,11 @@ class CrossAttention:
         self.blocks = blocks
         self.keys_values = {name: block.keys_values(memory) for name, block in blocks.items()}
         self.mask = mask  # [B, T, M]
+        self.step_mask = mask.any(1, keepdim=True)  # [B, 1, M]: a generated token sees every tile the prompt saw
         self.generating = False
 
     def __call__(self, layer: int, x: Tensor) -> Tensor:
         if str(layer) not in self.blocks:
             return x
-        mask = self.mask.any(1, keepdim=True).expand(-1, x.shape[1], -1) if self.generating else self.mask
+        mask = self.step_mask.expand(-1, x.shape[1], -1) if self.generating else self.mask
         return self.blocks[str(layer)](x, self.keys_values[str(layer)], mask)
