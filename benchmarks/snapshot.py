@@ -80,6 +80,8 @@ def restore(evidence: Path, runs: Path) -> None:
                 store.put(r["key"], r["result"])
         print(f"{snapshot} -> {db}: {len(missing)} results added, {len(done)} there already")
     for snapshot in sorted(set(evidence.glob("*.jsonl")) - set(evidence.glob("*.store.jsonl"))):
+        if "id" not in json.loads(snapshot.read_text().splitlines()[0]):
+            continue  # a log kept as evidence only (a training run's metrics), not a benchmark's rows to resume
         target = runs / snapshot.name
         have = {json.loads(line)["id"] for line in target.read_text().splitlines()} if target.exists() else set()
         missing = [line for line in snapshot.read_text().splitlines() if json.loads(line)["id"] not in have]
