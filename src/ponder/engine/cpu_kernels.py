@@ -1,7 +1,8 @@
-"""ponder's own CPU kernels (csrc/): int8 linear layers and paged decode attention, for AVX2 + FMA.
+"""ponder's own CPU kernels (csrc/): int8 linear layers and paged decode attention, for AVX2 + FMA, and
+GGUF's quantized blocks multiplied as they are, built once for AVX2 and once for AVX-512 VNNI.
 
-They compile together on first use (torch.utils.cpp_extension, about a minute) and torch caches
-the build. On a CPU without AVX2 or without a compiler, `available()` says so and the engine keeps
+They compile on first use (torch.utils.cpp_extension, about a minute each) and torch caches the
+builds. On a CPU without AVX2 or without a compiler, `available()` says so and the engine keeps
 its pure-PyTorch path.
 """
 
@@ -22,27 +23,53 @@ _SOURCES = [Path(__file__).parent / "csrc" / name for name in ("int8_linear.cpp"
 STALE_LOCK_S = 600  # a build takes one to two minutes here
 
 
-@functools.cache
-def load() -> ModuleType:
+_BASE_FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-funroll-loops", "-fopenmp"]
+# The GGUF kernels' two builds: the same source, its lane dot one instruction (vpdpbusd) or two.
+GGUF_BUILDS = {"avx2": [], "avx512-vnni": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"]}
+
+
+def _build(name: str, sources: list[Path], functions: list[str], flags: list[str]) -> ModuleType:
     from torch.utils.cpp_extension import _get_build_directory, load_inline
 
     # A build killed half way leaves torch's lock file behind, and every later load would wait on it
     # forever: a lock older than any build could be is stale.
-    lock = Path(_get_build_directory(_NAME, verbose=False)) / "lock"
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
     if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
         log.warning("removing a stale build lock left by a killed build: %s", lock)
         lock.unlink(missing_ok=True)
-    return load_inline(_NAME, cpp_sources=[p.read_text() for p in _SOURCES],
-                       functions=["int8_linear", "decode_attention"],
-                       extra_cflags=["-O3", "-mavx2", "-mfma", "-funroll-loops", "-fopenmp"],
-                       extra_ldflags=["-fopenmp"], verbose=False)
+    return load_inline(name, cpp_sources=[p.read_text() for p in sources], functions=functions,
+                       extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
+
+
+@functools.cache
+def load() -> ModuleType:
+    return _build(_NAME, _SOURCES, ["int8_linear", "decode_attention"], _BASE_FLAGS)
+
+
+def _cpu_flags() -> set[str]:
+    for line in (Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "").splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def best_gguf_isa() -> str:
+    """The GGUF kernels' build for this CPU: AVX-512 VNNI where it has it, else AVX2."""
+    return "avx512-vnni" if {"avx512_vnni", "avx512vl", "avx512bw"} <= _cpu_flags() else "avx2"
+
+
+@functools.cache
+def load_gguf(isa: str | None = None) -> ModuleType:
+    """The GGUF matmul kernels built for `isa` (default: the best this CPU runs)."""
+    isa = isa or best_gguf_isa()
+    return _build(f"ponder_gguf_{isa.replace('-', '_')}", [Path(__file__).parent / "csrc" / "gguf_matmul.cpp"],
+                  ["gguf_matmul", "gguf_isa"], _BASE_FLAGS + GGUF_BUILDS[isa])
 
 
 @functools.cache
 def available() -> bool:
-    """AVX2 and FMA on this CPU, and the kernels compile."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if " avx2" not in flags or " fma" not in flags:
+    """AVX2, FMA and F16C on this CPU, and the kernels compile."""
+    if not {"avx2", "fma", "f16c"} <= _cpu_flags():
         return False
     try:
         load()

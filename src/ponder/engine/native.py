@@ -41,7 +41,7 @@ class NativeEngine(BatchedGenerator):
         super().__init__()
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.fast = int8 and cpu_kernels.available()
-        if dtype != self.model.embed.weight.dtype:
+        if dtype != self.model.norm.weight.dtype:
             self.model = copy.deepcopy(self.model).to(dtype)  # the caller's model stays as it was
         if self.fast:
             # New modules over the same weights (no copy of them): swapping layers leaves the caller's model alone.

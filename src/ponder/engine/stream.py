@@ -25,7 +25,7 @@ def generate_tokens(model: Transformer, prompt: list[int], params: SamplingParam
             f"the prompt has {len(prompt)} tokens and {params.max_tokens} more were asked for, but the model's "
             f"context window is {limit}: shorten the prompt or lower --max-tokens")
     generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-    dtype = model.embed.weight.dtype
+    dtype = model.norm.weight.dtype
     cache = DenseKVCache(model.cfg, 1, len(prompt) + params.max_tokens, dtype=dtype)
     tokens = torch.tensor([prompt])
     positions = torch.arange(len(prompt))[None]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gguf
 import numpy as np
@@ -31,23 +32,104 @@ ROPE_FREQS = "rope_freqs.weight"
 log = logging.getLogger(__name__)
 
 
-def open_gguf(path: Path) -> gguf.GGUFReader:
-    """A reader for a well-formed GGUF file, or a one-line BadCheckpoint saying what is wrong."""
+class GGUFTensor(NamedTuple):
+    name: str
+    tensor_type: gguf.GGMLQuantizationType
+    shape: np.ndarray  # fastest dimension first, as GGUF lists it
+    data: np.ndarray  # a view of the memory-mapped file: uint8 [rows, bytes per row] when quantized, else values
+    data_offset: int
+    n_bytes: int
+
+
+class GGUFFile(NamedTuple):
+    metadata: dict[str, Any]
+    tensors: list[GGUFTensor]
+
+
+# Written here rather than using gguf.GGUFReader, which makes a Python object for every array element: ten
+# seconds for Qwen's 151,936-token vocabulary, where these struct reads and numpy views take a fraction of one.
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+
+
+def _read_gguf(path: Path) -> GGUFFile:
+    buf = np.memmap(path, dtype=np.uint8, mode="r")
+    mv = memoryview(buf)
+    pos = 0
+
+    def take(fmt: str) -> Any:
+        nonlocal pos
+        (value,) = struct.unpack_from(fmt, mv, pos)
+        pos += struct.calcsize(fmt)
+        return value
+
+    def string() -> str:
+        nonlocal pos
+        n = take("<Q")
+        pos += n
+        return bytes(mv[pos - n: pos]).decode("utf-8", errors="replace")
+
+    def value(kind: int) -> Any:
+        nonlocal pos
+        if kind == _STRING:
+            return string()
+        if kind != _ARRAY:
+            return take(_SCALARS[kind])
+        item, n = take("<I"), take("<Q")
+        if item in _SCALARS:  # numbers: one numpy view
+            dtype = np.dtype(_SCALARS[item])
+            values = np.frombuffer(mv, dtype=dtype, count=n, offset=pos).tolist()
+            pos += n * dtype.itemsize
+            return values
+        return [value(item) for _ in range(n)]
+
+    if bytes(mv[:4]) != b"GGUF":
+        raise ValueError("not GGUF")
+    pos = 4
+    version, n_tensors, n_kv = take("<I"), take("<Q"), take("<Q")
+    if version < 2:
+        raise ValueError(f"GGUF version {version}")
+    meta: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = string()
+        meta[key] = value(take("<I"))
+    infos = []
+    for _ in range(n_tensors):
+        name = string()
+        dims = [take("<Q") for _ in range(take("<I"))]
+        infos.append((name, gguf.GGMLQuantizationType(take("<I")), dims, take("<Q")))
+    align = meta.get("general.alignment", 32)
+    start = -(-pos // align) * align
+    tensors = []
+    for name, qtype, dims, offset in infos:
+        block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+        rows = int(np.prod(dims[1:]))
+        n_bytes = rows * dims[0] // block * block_bytes
+        raw = buf[start + offset: start + offset + n_bytes]
+        if len(raw) < n_bytes:
+            raise ValueError(f"tensor {name} runs past the end")
+        if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            data = raw.view(np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16).reshape(dims[::-1])
+        else:
+            data = raw.reshape(rows, -1)
+        tensors.append(GGUFTensor(name, qtype, np.array(dims), data, start + offset, n_bytes))
+    return GGUFFile(meta, tensors)
+
+
+def open_gguf(path: Path) -> GGUFFile:
+    """A well-formed GGUF file's metadata and memory-mapped tensors, or a one-line BadCheckpoint saying what is
+    wrong."""
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise BadCheckpoint(f"{path} is not a GGUF file: pass a .gguf file or a checkpoint folder")
     try:
-        reader = gguf.GGUFReader(path)
-    except Exception as e:
-        raise BadCheckpoint(f"{path} is truncated or corrupt ({type(e).__name__}): download it again") from None
-    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
-    if end > path.stat().st_size:
-        raise BadCheckpoint(f"{path} is truncated ({path.stat().st_size} of {end} bytes): download it again")
-    return reader
+        return _read_gguf(path)
+    except (ValueError, struct.error, UnicodeDecodeError, KeyError, IndexError) as e:
+        raise BadCheckpoint(f"{path} is truncated or corrupt ({type(e).__name__}: {e}): download it again") from None
 
 
-def metadata(reader: gguf.GGUFReader) -> dict[str, Any]:
-    return {name: field.contents() for name, field in reader.fields.items()}
+def metadata(reader: GGUFFile) -> dict[str, Any]:
+    return reader.metadata
 
 
 def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], path: Path) -> ModelConfig:
