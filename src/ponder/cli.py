@@ -158,7 +158,7 @@ def solve(
                                                       "bon, beam, lookahead, dvts.")] = None,
     answer: Annotated[str | None, typer.Option(help="The right answer, if you know it: reports whether "
                                                     "ponder got it.")] = None,
-    backend: Annotated[str, typer.Option(help="native, native-fp32, llamacpp or vllm (a GPU).")] = "native",
+    backend: Annotated[str, typer.Option(help="native, native-gguf, native-fp32, llamacpp or vllm (a GPU).")] = "native",
     temperature: Temperature = 0.4, max_tokens: MaxTokens = 512, seed: Seed = 0,
     budget_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens in all.")] = None,
     policy: Annotated[str | None, typer.Option(help="auto: the allocation policy (from `ponder allocate`; default: "

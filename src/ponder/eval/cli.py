@@ -40,7 +40,7 @@ def evaluate(
     temperature: float = 0.4,
     max_tokens: int = 512,
     width: Annotated[int, typer.Option(help="Tree strategies: children per kept beam.")] = 4,
-    backend: Annotated[str, typer.Option(help="native, native-fp32, llamacpp or vllm (a GPU).")] = "native",
+    backend: Annotated[str, typer.Option(help="native, native-gguf, native-fp32, llamacpp or vllm (a GPU).")] = "native",
     ray: Annotated[str | None, typer.Option(help="Fan items out on Ray: 'local' or a cluster address.")] = None,
     policy: Annotated[Path | None, typer.Option(help="auto: the allocation policy (default: the one shipped for "
                                                      "the model); each budget is auto's budget.")] = None,

@@ -1,0 +1,58 @@
+"""llama.cpp's own C++ tools, built once from the sources that the installed llama-cpp-python vendors.
+
+    .venv/bin/python benchmarks/llama_cpp_tools.py   # builds llama-batched-bench (~10 minutes on 2 cores), prints its path
+
+The reference for engine speed is llama.cpp with no Python between its steps: `llama-batched-bench`. Its
+sources come from PyPI (the llama-cpp-python source package of the installed version, which vendors
+llama.cpp), so nothing outside the package registries is needed. Built with GGML_NATIVE (this CPU's
+instructions, as llama.cpp's own build does by default) under PONDER_HOME/llama.cpp-tools/VERSION/.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from ponder.models.registry import ponder_home
+
+
+def tools_dir() -> Path:
+    return ponder_home() / "llama.cpp-tools" / importlib.metadata.version("llama_cpp_python")
+
+
+def batched_bench() -> Path:
+    """The path of llama-batched-bench, built first if it is not there yet."""
+    binary = tools_dir() / "bin" / "llama-batched-bench"
+    if binary.exists():
+        return binary
+    version = importlib.metadata.version("llama_cpp_python")
+    work = Path(tempfile.mkdtemp(prefix="llama.cpp-build-"))
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-binary",
+                        ":all:", "--no-deps", "--quiet", "-d", str(work)], check=True)
+        with tarfile.open(next(work.glob("llama_cpp_python-*.tar.gz"))) as sdist:
+            sdist.extractall(work, filter="data")
+        source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
+        build = work / "build"
+        subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                        "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                        "-DBUILD_SHARED_LIBS=OFF"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["cmake", "--build", str(build), "--target", "llama-batched-bench", "-j",
+                        str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        partial = binary.with_name(binary.name + ".partial")
+        shutil.copy2(build / "bin" / "llama-batched-bench", partial)
+        os.replace(partial, binary)  # a build cut short leaves nothing that looks finished
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return binary
+
+
+if __name__ == "__main__":
+    print(batched_bench())
