@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,31 @@ def batched_bench() -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return binary
+
+
+def run_batched_bench(model: Path, prompt: int, generate: int, batches: tuple[int, ...], threads: int,
+                      shared_prompt: bool = True) -> dict[str, float]:
+    """llama-batched-bench on `model`: per batch size n, generated tokens/s (all sequences together) as
+    `n=N tokens/s`, the prompt's tokens/s as `prefill tokens/s` (from the first batch size), and the tool's
+    peak RSS in GB. With `shared_prompt` the n sequences share one prompt (-pps), as ponder's samples do."""
+    context = max(batches) * (prompt + generate) + prompt
+    command = [str(batched_bench()), "-m", str(model), "-c", str(context), "-b", "2048", "-ub", "512",
+               "-npp", str(prompt), "-ntg", str(generate), "-npl", ",".join(map(str, batches)), "-t", str(threads),
+               *(["-pps"] if shared_prompt else [])]
+    done = subprocess.run(["/usr/bin/time", "-f", "peak-rss-kb %M", *command], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"llama-batched-bench failed: {done.stderr.strip().splitlines()[-3:]}")
+    out: dict[str, float] = {}
+    # |    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |      T s |    S t/s |
+    for line in done.stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[0].isdigit():
+            n = int(cells[2])
+            out[f"n={n} tokens/s"] = float(cells[7])
+            out.setdefault("prefill tokens/s", float(cells[5]))
+    rss = re.search(r"peak-rss-kb (\d+)", done.stderr)
+    out["peak RSS GB"] = int(rss.group(1)) / 1e6 if rss else float("nan")
+    return out
 
 
 if __name__ == "__main__":
