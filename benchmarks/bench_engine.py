@@ -1,60 +1,72 @@
-"""The native engine against llama.cpp (through ponder's llama.cpp backend), side by side in one run.
+"""The native engine against llama.cpp at its best (its own C++ llama-batched-bench), side by side in one run.
 
-    .venv/bin/python benchmarks/bench_engine.py [--model qwen2.5-coder-0.5b-instruct] [--threads 2] [--fp32]
+    .venv/bin/python benchmarks/bench_engine.py [--model qwen2.5-coder-0.5b-instruct] [--threads 2] \
+        [--batches 1,4,16,64] [--new-tokens 128]
 
-Workloads: n = 16 samples of one 120-token prompt (128 new tokens each); n = 1; a beam-search-shaped
-job (16 beams, 8 steps of about 40 tokens; keep 4, fork each into 4). Prints tokens/s, the ratio,
-prompt tokens computed vs reused, peak memory and KV cache bytes against the theoretical size.
+Same model file, same shapes: one shared 120-token prompt, then n sequences of `--new-tokens` each, for every
+n. Each engine runs in a process of its own (its cold load and peak memory are its alone):
+- native-gguf: ponder's engine on the GGUF file's quantized blocks as they are (the default path to be);
+- native-int8: ponder's engine on its int8 copy of the dequantized weights (today's fast path);
+- llama.cpp through ponder: llama-cpp-python under ponder's backend, which samples in Python between steps;
+- llama-batched-bench: llama.cpp's own C++ tool (built once by benchmarks/llama_cpp_tools.py), the anchor.
+Decode rates are generated tokens/s over all n sequences with the prompt already computed (ponder's engines
+reuse its cached blocks, llama-batched-bench -pps computes it once); prefill is the prompt's tokens/s alone.
+Prints every figure and each engine's ratio to llama-batched-bench.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
-from ponder.engine import cpu_kernels
-from ponder.engine.llamacpp import LlamaCppEngine
-from ponder.engine.native import NativeEngine
-from ponder.engine.protocol import Generator, Sequence
-from ponder.engine.sampling import SamplingParams
-from ponder.models.loader import load
-from ponder.models.registry import resolve
+sys.path.insert(0, str(Path(__file__).parent))
+from llama_cpp_tools import run_batched_bench
 
 PASSAGE = (Path(__file__).parents[1] / "tests" / "data" / "passage.txt").read_text()
+ENGINES = ("native-gguf", "native-int8", "llama.cpp via ponder")
+PROMPT_TOKENS = 120
 
 
-def sampling(generator: Generator, prompt: list[int], n: int, new_tokens: int) -> dict[str, float]:
-    before = generator.usage.snapshot()
+def measure(engine: str, model: str, threads: int, new_tokens: int, batches: list[int]) -> dict[str, float]:
+    """One engine in this process: cold load, prefill, decode tokens/s per n, peak RSS."""
+    import torch
+
+    torch.set_num_threads(threads)
     start = time.perf_counter()
-    out = generator.sample([prompt], n, SamplingParams(temperature=0.7, max_tokens=new_tokens, seed=0))
-    seconds = time.perf_counter() - start
-    spent = generator.usage - before
-    generated = sum(len(s.tokens) for s in out[0])
-    return {"tokens/s": generated / seconds, "generated": generated, "seconds": seconds,
-            "prompt computed": spent.prompt_tokens_computed, "prompt reused": spent.prompt_tokens_cached}
+    from ponder.engine.backends import open_generator
+    from ponder.engine.sampling import SamplingParams
 
-
-def beam_shaped(generator: Generator, prompt: list[int], beams: int = 16, steps: int = 8, keep: int = 4,
-                step_tokens: int = 40) -> float:
-    """Extend every beam by one step, keep the `keep` with the best mean logprob, fork each 4 ways."""
-    params = SamplingParams(temperature=0.7, max_tokens=step_tokens, seed=1, stop=("\n\n",))
-    frontier = Sequence(tuple(prompt)).fork(beams)
+    backend = {"native-gguf": "native-gguf", "native-int8": "native", "llama.cpp via ponder": "llamacpp"}[engine]
+    generator = open_generator(model, backend, threads=threads)
+    out = {"cold load s": time.perf_counter() - start}
+    prompt = generator.tokenizer.encode(PASSAGE)[:PROMPT_TOKENS]
     start = time.perf_counter()
-    for _ in range(steps):
-        grown = generator.extend(frontier, params)
-        best = sorted(grown, key=lambda s: -sum(s.logprobs) / max(1, len(s.logprobs)))[:keep]
-        frontier = [child for s in best for child in s.fork(beams // keep)]
-    return time.perf_counter() - start
+    generator.sample([prompt], 1, SamplingParams(max_tokens=1))  # the prompt, and its blocks kept
+    out["prefill tokens/s"] = len(prompt) / (time.perf_counter() - start)
+    for n in batches:
+        params = SamplingParams(temperature=0.7, max_tokens=new_tokens, seed=0)
+        start = time.perf_counter()
+        got = generator.sample([prompt], n, params)
+        out[f"n={n} tokens/s"] = sum(len(s.tokens) for s in got[0]) / (time.perf_counter() - start)
+    out["peak RSS GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return out
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def in_subprocess(engine: str, args: argparse.Namespace) -> dict[str, float]:
+    done = subprocess.run([sys.executable, __file__, "--worker", engine, "--model", args.model, "--threads",
+                           str(args.threads), "--new-tokens", str(args.new_tokens), "--batches", args.batches],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{engine} failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -62,41 +74,38 @@ def main() -> None:
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--fp32", action="store_true", help="the exact fp32 path instead of the int8 fast path")
+    parser.add_argument("--batches", default="1,4,16,64")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="which of ponder's to run beside the anchor")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    loaded = load(args.model)
-    prompt = loaded.tokenizer.encode(PASSAGE)[:120]
+    batches = [int(n) for n in args.batches.split(",")]
+    if args.worker:
+        print(json.dumps(measure(args.worker, args.model, args.threads, args.new_tokens, batches)))
+        return
 
-    native = NativeEngine(loaded, int8=not args.fp32)
-    results = {"native": {"n=16": sampling(native, prompt, 16, args.new_tokens)}}
-    native_peak_blocks = native.blocks.peak_held  # the n = 16 job alone
-    results["native"] |= {"n=1": sampling(native, prompt, 1, args.new_tokens), "beam": beam_shaped(native, prompt)}
-    native_rss = peak_rss_mb()
-    llama = LlamaCppEngine(resolve(args.model), n_ctx=8192, n_threads=args.threads)
-    results["llama.cpp"] = {"n=16": sampling(llama, prompt, 16, args.new_tokens),
-                            "n=1": sampling(llama, prompt, 1, args.new_tokens), "beam": beam_shaped(llama, prompt)}
+    from ponder.engine import cpu_kernels
+    from ponder.models.registry import resolve
 
-    path = "fp32" if args.fp32 else ("int8" if cpu_kernels.available() else "fp32 (no int8 kernel here)")
-    table = Table(args.model, f"native {path}", "llama.cpp", "native / llama.cpp", title=f"{args.threads} threads")
-    for job in ("n=16", "n=1"):
-        ours, ref = results["native"][job], results["llama.cpp"][job]
-        table.add_row(f"{job}: generated tokens/s", f"{ours['tokens/s']:.1f}", f"{ref['tokens/s']:.1f}",
-                      f"{ours['tokens/s'] / ref['tokens/s']:.2f}")
-        table.add_row(f"{job}: prompt tokens computed / reused", f"{ours['prompt computed']} / {ours['prompt reused']}",
-                      f"{ref['prompt computed']} / {ref['prompt reused']}", "")
-    ours, ref = results["native"]["beam"], results["llama.cpp"]["beam"]
-    table.add_row("beam-shaped (16 beams x 8 steps), s", f"{ours:.1f}", f"{ref:.1f}", f"{ref / ours:.2f} (speed)")
+    path = resolve(args.model)
+    results = {"llama-batched-bench": run_batched_bench(path, PROMPT_TOKENS, args.new_tokens, tuple(batches),
+                                                        args.threads)}
+    results["llama-batched-bench"]["cold load s"] = float("nan")  # the tool does not say; see the note below
+    engines = args.engines.split(",")
+    for engine in engines:
+        results[engine] = in_subprocess(engine, args)
+    anchor = results["llama-batched-bench"]
+
+    table = Table(f"{args.model}, {args.threads} threads, {cpu_kernels.best_gguf_isa()} kernels",
+                  *engines, "llama-batched-bench", *(f"{e} / anchor" for e in engines))
+    rows = [*(f"n={n} tokens/s" for n in batches), "prefill tokens/s", "peak RSS GB", "cold load s"]
+    for row in rows:
+        ratio = [f"{results[e][row] / anchor[row]:.2f}x" if anchor.get(row) == anchor.get(row) else ""
+                 for e in engines]
+        table.add_row(row, *(f"{results[e][row]:.2f}" for e in engines), f"{anchor.get(row, float('nan')):.2f}",
+                      *ratio)
     Console().print(table)
-
-    cfg = loaded.config
-    per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4  # fp32 keys and values
-    theoretical = (len(prompt) + 16 * args.new_tokens) * per_token
-    used = native_peak_blocks * native.blocks.block_size * per_token
-    print(f"native KV cache at its peak: {used / 2**20:.1f} MiB held vs {theoretical / 2**20:.1f} MiB theoretical for "
-          f"n=16 ({used / theoretical:.2f}x); pool allocated "
-          f"{native.kv.nbytes / 2**20:.0f} MiB")
-    print(f"peak RSS: {native_rss:.0f} MiB after the native runs, {peak_rss_mb():.0f} MiB after llama.cpp's")
+    print(f"decode: {args.new_tokens} new tokens a sequence after a shared {PROMPT_TOKENS}-token prompt; "
+          "llama-batched-bench does not report its load time (llama.cpp maps the file: well under a second)")
 
 
 if __name__ == "__main__":

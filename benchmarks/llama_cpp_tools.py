@@ -64,7 +64,7 @@ def run_batched_bench(model: Path, prompt: int, generate: int, batches: tuple[in
     command = [str(batched_bench()), "-m", str(model), "-c", str(context), "-b", "2048", "-ub", "512",
                "-npp", str(prompt), "-ntg", str(generate), "-npl", ",".join(map(str, batches)), "-t", str(threads),
                *(["-pps"] if shared_prompt else [])]
-    done = subprocess.run(["/usr/bin/time", "-f", "peak-rss-kb %M", *command], capture_output=True, text=True)
+    done = subprocess.run(["/usr/bin/time", "-f", "peak-rss-kb %M", *command], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"llama-batched-bench failed: {done.stderr.strip().splitlines()[-3:]}")
     out: dict[str, float] = {}

@@ -18,7 +18,7 @@ from ponder.engine import cpu_kernels
 from ponder.models.registry import model_dir
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from big_model import run_native, write_random_llama  # noqa: E402
+from big_model import run_native, write_random_llama
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no AVX2/FMA/F16C or no compiler")
 

@@ -80,3 +80,29 @@ def test_teacher_forced_top1_agreement(name: str, full_precision: bool) -> None:
         assert agreement >= 0.999 and np.abs(got - expected).max() < 1e-2
     else:  # how many near-ties flip depends on the CPU (98.4% with AVX2, 97.5% with AVX-512): only near-ties may part
         assert agreement >= 0.95 and margins.max() < NEAR_TIE
+
+
+@pytest.mark.parametrize("name", REAL_MODELS)
+@torch.inference_mode()
+def test_blocks_used_as_they_are_follow_quantized_llama_cpp(name: str) -> None:
+    """The native-gguf path (the file's quantized blocks, activations rounded to int8 in blocks of 32, as
+    llama.cpp does) against llama.cpp on the same file: teacher-forced top-1, parting only at near-ties."""
+    from ponder.engine import cpu_kernels
+    from ponder.engine.gguf_linear import load_quantized
+    from ponder.models.registry import resolve
+
+    if not cpu_kernels.available():
+        pytest.skip("no AVX2/FMA/F16C or no compiler for the GGUF kernels")
+    ponder_model(name)  # skips when the model is not pulled
+    ours, llm = load_quantized(resolve(name)), llama_cpp_model(name)
+    ids = ours.tokenizer.encode(PASSAGE)[:512]
+    expected = llama_cpp_logits(llm, ids)
+    got = ours.model(torch.tensor([ids]))[0].numpy()
+    ours_top, their_top = got.argmax(-1), expected.argmax(-1)
+    agreement = (ours_top == their_top).mean()
+    positions = np.arange(len(ids))
+    margins = expected[positions, their_top] - expected[positions, ours_top]
+    print(f"{name} (native-gguf, {cpu_kernels.best_gguf_isa()}): top-1 agreement {agreement:.4f} with quantized "
+          f"llama.cpp, mean |logit difference| {np.abs(got - expected).mean():.4f}, widest margin where they part "
+          f"{margins.max():.3f}")
+    assert agreement >= 0.95 and margins.max() < NEAR_TIE

@@ -92,7 +92,8 @@ inline __m256i bits_to_bytes(const uint8_t* p) {  // 32 bits -> byte j is 0xFF w
 struct Q8_0 {  // fp16 d, int8 q[32]: w = d * q
     static constexpr int bytes = 34, per = 1;
     static constexpr bool has_min = false;
-    static Block block(const uint8_t* p, int) {
+    static int prepare(const uint8_t*) { return 0; }
+    static Block block(int, const uint8_t* p, int) {
         return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)), _mm256_set1_ps(f16(p)), {0, 0}};
     }
 };
@@ -100,7 +101,8 @@ struct Q8_0 {  // fp16 d, int8 q[32]: w = d * q
 struct Q4_0 {  // fp16 d, 16 bytes of nibbles: w = d * (q - 8)
     static constexpr int bytes = 18, per = 1;
     static constexpr bool has_min = false;
-    static Block block(const uint8_t* p, int) {
+    static int prepare(const uint8_t*) { return 0; }
+    static Block block(int, const uint8_t* p, int) {
         return {_mm256_sub_epi8(nibbles(p + 2), _mm256_set1_epi8(8)), _mm256_set1_ps(f16(p)), {0, 0}};
     }
 };
@@ -108,7 +110,8 @@ struct Q4_0 {  // fp16 d, 16 bytes of nibbles: w = d * (q - 8)
 struct Q4_1 {  // fp16 d, fp16 m, nibbles: w = d * q + m
     static constexpr int bytes = 20, per = 1;
     static constexpr bool has_min = true;
-    static Block block(const uint8_t* p, int) {
+    static int prepare(const uint8_t*) { return 0; }
+    static Block block(int, const uint8_t* p, int) {
         const float m = f16(p + 2);
         return {nibbles(p + 4), _mm256_set1_ps(f16(p)), {-m, -m}};
     }
@@ -117,7 +120,8 @@ struct Q4_1 {  // fp16 d, fp16 m, nibbles: w = d * q + m
 struct Q5_0 {  // fp16 d, 32 high bits, nibbles: w = d * (q - 16), q = nibble | high bit << 4
     static constexpr int bytes = 22, per = 1;
     static constexpr bool has_min = false;
-    static Block block(const uint8_t* p, int) {
+    static int prepare(const uint8_t*) { return 0; }
+    static Block block(int, const uint8_t* p, int) {
         const __m256i high = _mm256_and_si256(bits_to_bytes(p + 2), _mm256_set1_epi8(0x10));
         const __m256i q = _mm256_or_si256(nibbles(p + 6), high);
         return {_mm256_sub_epi8(q, _mm256_set1_epi8(16)), _mm256_set1_ps(f16(p)), {0, 0}};
@@ -127,33 +131,35 @@ struct Q5_0 {  // fp16 d, 32 high bits, nibbles: w = d * (q - 16), q = nibble | 
 struct Q4_K {  // a super-block of 256: fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles
     static constexpr int bytes = 144, per = 8;
     static constexpr bool has_min = true;
-    static Block block(const uint8_t* p, int j) {  // sub-block j: w = d * sc_j * q - dmin * m_j
+    struct Scales { float scale[8], min[8]; };
+    static Scales prepare(const uint8_t* p) {  // once a super-block: w = d * sc_j * q - dmin * m_j in sub-block j
+        const float d = f16(p), dmin = f16(p + 2);
         const uint8_t* s = p + 4;
-        int sc, m;
-        if (j < 4) {
-            sc = s[j] & 63;
-            m = s[j + 4] & 63;
-        } else {
-            sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-            m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        Scales out;
+        for (int j = 0; j < 8; ++j) {
+            const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+            const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+            out.scale[j] = d * sc, out.min[j] = dmin * m;
         }
+        return out;
+    }
+    static Block block(const Scales& sm, const uint8_t* p, int j) {
         // values of sub-blocks 2i and 2i + 1 are the low and high nibbles of the same 32 bytes
         const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * (j / 2)));
         const __m256i u = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(b, 4) : b, _mm256_set1_epi8(0x0F));
-        const float dm = f16(p + 2) * m;
-        return {u, _mm256_set1_ps(f16(p) * sc), {dm, dm}};
+        return {u, _mm256_set1_ps(sm.scale[j]), {sm.min[j], sm.min[j]}};
     }
 };
 
 struct Q6_K {  // 256: 128 bytes low nibbles, 64 bytes of 2 high bits, int8 scales[16] (one per 16), fp16 d
     static constexpr int bytes = 210, per = 8;
     static constexpr bool has_min = false;
-    static Block block(const uint8_t* p, int j) {  // w = d * sc * (q - 32), q 6 bits
+    static float prepare(const uint8_t* p) { return f16(p + 208); }
+    static Block block(float d, const uint8_t* p, int j) {  // w = d * sc * (q - 32), q 6 bits
         const int half = j / 4, part = j % 4;  // each half of 128 values: 4 blocks from 64 + 32 bytes
         const uint8_t* ql = p + 64 * half + 32 * (part % 2);
         const uint8_t* qh = p + 128 + 32 * half;
         const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192) + 2 * j;
-        const float d = f16(p + 208);
         const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
         const __m256i low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
         const __m256i lo = _mm256_and_si256(part < 2 ? low : _mm256_srli_epi16(low, 4), m4);
@@ -180,8 +186,11 @@ void rows_dot(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O, 
     float corr[RB];
     for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps(), corr[r] = 0;
     const int64_t nb = x.I / QK;
+    decltype(T::prepare(w)) prepared{};  // what a K-quant's super-block of 8 blocks shares, decoded once
     for (int64_t k = 0; k < nb; ++k) {
-        const Block blk = T::block(w + (k / T::per) * T::bytes, static_cast<int>(k % T::per));
+        const uint8_t* unit = w + (k / T::per) * T::bytes;
+        if (k % T::per == 0) prepared = T::prepare(unit);
+        const Block blk = T::block(prepared, unit, static_cast<int>(k % T::per));
         // Signed weights: |w| times x with w's sign is the same product, with the unsigned operand the
         // instruction needs (as llama.cpp does it)
         const __m256i u = T::has_min ? blk.u : _mm256_sign_epi8(blk.u, blk.u);
