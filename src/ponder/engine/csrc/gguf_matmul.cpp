@@ -2,9 +2,8 @@
 // Q8_0, Q4_0, Q4_1, Q5_0, Q4_K or Q6_K tensor, never dequantized to memory.
 //
 // As llama.cpp does it: the activations are rounded to int8 in blocks of 32 (one fp32 scale a block, and the
-// sums of each half-block for the weights' offsets and minimums); each weight block of 32 is unpacked into
-// registers as 32 small unsigned integers (or signed ones for Q8_0) and multiplied with the activations'
-// int8 in 32-bit lanes, each lane summing four products. One source, two builds: with AVX-512 VNNI the
+// block's sum for the weights' minimums); each weight block of 32 is unpacked into registers as 32 small
+// integers and multiplied with the activations' int8 in 32-bit lanes, each lane summing four products. One source, two builds: with AVX-512 VNNI the
 // lane sums are one `vpdpbusd`; on AVX2 they are `vpmaddubsw` + `vpmaddwd` (gguf_linear picks the build).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -38,11 +37,11 @@ inline float f16(const uint8_t* p) {
 struct Acts {
     const int8_t* q;    // [B, I]
     const float* d;     // [B, I/32]: a block's scale
-    const float* s16;   // [B, I/16]: sum of each half-block's int8 values (offsets and minimums need it)
+    const float* xs;    // [B, I/32]: a block's scale times the sum of its int8 values (for the minimums)
     int64_t I;
 };
 
-void quantize_rows(const float* x, int64_t B, int64_t I, int8_t* q, float* d, float* s16) {
+void quantize_rows(const float* x, int64_t B, int64_t I, int8_t* q, float* d, float* xs) {
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b)
             for (int64_t k = 0; k < I / QK; ++k) {
@@ -51,28 +50,26 @@ void quantize_rows(const float* x, int64_t B, int64_t I, int8_t* q, float* d, fl
                 for (int j = 0; j < QK; ++j) amax = std::max(amax, std::abs(xb[j]));
                 const float scale = amax / 127, inv = amax > 0 ? 127 / amax : 0;
                 d[b * (I / QK) + k] = scale;
-                int sums[2] = {0, 0};
+                int sum = 0;
                 for (int j = 0; j < QK; ++j) {
                     const int v = static_cast<int>(std::nearbyint(xb[j] * inv));
                     q[b * I + k * QK + j] = static_cast<int8_t>(v);
-                    sums[j / 16] += v;
+                    sum += v;
                 }
-                s16[b * (I / 16) + 2 * k] = static_cast<float>(sums[0]);
-                s16[b * (I / 16) + 2 * k + 1] = static_cast<float>(sums[1]);
+                xs[b * (I / QK) + k] = scale * static_cast<float>(sum);
             }
     });
 }
 
 // --- weight blocks: unpacked into registers ----------------------------------------------------------------
 
-// One block of 32 weights as the kernel uses it: w_j = lane_scale * u_j - c, where the minimum c (Q4_1, Q4_K)
-// is constant over each half-block (c[0] for values 0..15, c[1] for 16..31), so that
-//   sum_j w_j x_j = dx * (sum over lanes of lane_scale * lane_dot(u, xq)  -  c[0] * s16[0] - c[1] * s16[1]).
+// One block of 32 weights as the kernel uses it: w_j = lane_scale * u_j - c, with a minimum c (Q4_1, Q4_K), so that
+//   sum_j w_j x_j = dx * sum over lanes of lane_scale * lane_dot(u, xq)  -  c * dx * sum_j xq_j.
 // Types whose values are centred (q - 8, q - 16, q - 32) give u signed instead, and no c.
 struct Block {
     __m256i u;        // 32 bytes: unsigned where the type `has_min`, else signed
     __m256 scale;     // per int32 lane (lanes 0-3 cover values 0..15, lanes 4-7 values 16..31)
-    float c[2];
+    float c;
 };
 
 inline __m256i nibbles(const uint8_t* p) {  // 16 bytes -> low nibbles as values 0..15, high as 16..31
@@ -94,7 +91,7 @@ struct Q8_0 {  // fp16 d, int8 q[32]: w = d * q
     static constexpr bool has_min = false;
     static int prepare(const uint8_t*) { return 0; }
     static Block block(int, const uint8_t* p, int) {
-        return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)), _mm256_set1_ps(f16(p)), {0, 0}};
+        return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)), _mm256_set1_ps(f16(p)), 0};
     }
 };
 
@@ -103,7 +100,7 @@ struct Q4_0 {  // fp16 d, 16 bytes of nibbles: w = d * (q - 8)
     static constexpr bool has_min = false;
     static int prepare(const uint8_t*) { return 0; }
     static Block block(int, const uint8_t* p, int) {
-        return {_mm256_sub_epi8(nibbles(p + 2), _mm256_set1_epi8(8)), _mm256_set1_ps(f16(p)), {0, 0}};
+        return {_mm256_sub_epi8(nibbles(p + 2), _mm256_set1_epi8(8)), _mm256_set1_ps(f16(p)), 0};
     }
 };
 
@@ -112,8 +109,7 @@ struct Q4_1 {  // fp16 d, fp16 m, nibbles: w = d * q + m
     static constexpr bool has_min = true;
     static int prepare(const uint8_t*) { return 0; }
     static Block block(int, const uint8_t* p, int) {
-        const float m = f16(p + 2);
-        return {nibbles(p + 4), _mm256_set1_ps(f16(p)), {-m, -m}};
+        return {nibbles(p + 4), _mm256_set1_ps(f16(p)), -f16(p + 2)};
     }
 };
 
@@ -124,7 +120,7 @@ struct Q5_0 {  // fp16 d, 32 high bits, nibbles: w = d * (q - 16), q = nibble | 
     static Block block(int, const uint8_t* p, int) {
         const __m256i high = _mm256_and_si256(bits_to_bytes(p + 2), _mm256_set1_epi8(0x10));
         const __m256i q = _mm256_or_si256(nibbles(p + 6), high);
-        return {_mm256_sub_epi8(q, _mm256_set1_epi8(16)), _mm256_set1_ps(f16(p)), {0, 0}};
+        return {_mm256_sub_epi8(q, _mm256_set1_epi8(16)), _mm256_set1_ps(f16(p)), 0};
     }
 };
 
@@ -147,7 +143,7 @@ struct Q4_K {  // a super-block of 256: fp16 d, fp16 dmin, 12 bytes of 6-bit sca
         // values of sub-blocks 2i and 2i + 1 are the low and high nibbles of the same 32 bytes
         const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * (j / 2)));
         const __m256i u = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(b, 4) : b, _mm256_set1_epi8(0x0F));
-        return {u, _mm256_set1_ps(sm.scale[j]), {sm.min[j], sm.min[j]}};
+        return {u, _mm256_set1_ps(sm.scale[j]), 0};  // the minimums are taken a super-block at a time
     }
 };
 
@@ -167,7 +163,7 @@ struct Q6_K {  // 256: 128 bytes low nibbles, 64 bytes of 2 high bits, int8 scal
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(h, 2 * part), m2);
         const float a = d * sc[0], b = d * sc[1];
         const __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
-        return {_mm256_sub_epi8(q, _mm256_set1_epi8(32)), _mm256_setr_ps(a, a, a, a, b, b, b, b), {0, 0}};
+        return {_mm256_sub_epi8(q, _mm256_set1_epi8(32)), _mm256_setr_ps(a, a, a, a, b, b, b, b), 0};
     }
 };
 
@@ -179,17 +175,26 @@ inline float hsum(__m256 v) {
 
 // RB rows of activations against one weight row: each weight block unpacked once for all RB rows. Every
 // row's sum runs over the blocks in order with its own accumulators, whatever RB is: a row's result does not
-// depend on the rows beside it (batch invariance: a seeded sample is the same alone or in a batch).
+// depend on the rows beside it (batch invariance: a seeded sample is the same alone or in a batch). Even and
+// odd blocks go to two accumulators, so that one row alone is not held up by the latency of each addition.
+// (The minimums' scalar sum keeps one: a second, with 8 rows, spilled registers and lost more than it won.)
 template <typename T, int RB>
 void rows_dot(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O, int64_t o) {
-    __m256 acc[RB];
+    __m256 even[RB], odd[RB], mins[RB];
     float corr[RB];
-    for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps(), corr[r] = 0;
+    for (int r = 0; r < RB; ++r) even[r] = odd[r] = mins[r] = _mm256_setzero_ps(), corr[r] = 0;
     const int64_t nb = x.I / QK;
     decltype(T::prepare(w)) prepared{};  // what a K-quant's super-block of 8 blocks shares, decoded once
-    for (int64_t k = 0; k < nb; ++k) {
+    auto step = [&](int64_t k, __m256 (&acc)[RB]) __attribute__((always_inline)) {
         const uint8_t* unit = w + (k / T::per) * T::bytes;
-        if (k % T::per == 0) prepared = T::prepare(unit);
+        if (k % T::per == 0) {
+            prepared = T::prepare(unit);
+            if constexpr (T::has_min && T::per == 8) {  // Q4_K: the 8 blocks' minimums against their sums at once
+                const __m256 m = _mm256_loadu_ps(prepared.min);
+                for (int r = 0; r < RB; ++r)
+                    mins[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x.xs + (r0 + r) * nb + k), m, mins[r]);
+            }
+        }
         const Block blk = T::block(prepared, unit, static_cast<int>(k % T::per));
         // Signed weights: |w| times x with w's sign is the same product, with the unsigned operand the
         // instruction needs (as llama.cpp does it)
@@ -198,14 +203,16 @@ void rows_dot(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O, 
             const int64_t row = r0 + r;
             __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + row * x.I + k * QK));
             if (!T::has_min) xq = _mm256_sign_epi8(xq, blk.u);
-            const float dx = x.d[row * nb + k];
             const __m256 lanes = _mm256_cvtepi32_ps(lane_dots(u, xq));
-            acc[r] = _mm256_fmadd_ps(lanes, _mm256_mul_ps(blk.scale, _mm256_set1_ps(dx)), acc[r]);
-            if (T::has_min)
-                corr[r] += dx * (blk.c[0] * x.s16[row * 2 * nb + 2 * k] + blk.c[1] * x.s16[row * 2 * nb + 2 * k + 1]);
+            acc[r] = _mm256_fmadd_ps(lanes, _mm256_mul_ps(blk.scale, _mm256_set1_ps(x.d[row * nb + k])), acc[r]);
+            if constexpr (T::has_min && T::per == 1) corr[r] += blk.c * x.xs[row * nb + k];
         }
-    }
-    for (int r = 0; r < RB; ++r) y[(r0 + r) * O + o] = hsum(acc[r]) - corr[r];
+    };
+    int64_t k = 0;
+    for (; k + 1 < nb; k += 2) step(k, even), step(k + 1, odd);
+    if (k < nb) step(k, even);
+    for (int r = 0; r < RB; ++r)
+        y[(r0 + r) * O + o] = hsum(_mm256_sub_ps(_mm256_add_ps(even[r], odd[r]), mins[r])) - corr[r];
 }
 
 template <typename T>
@@ -215,6 +222,9 @@ void matmul(const Acts& x, int64_t B, const uint8_t* w, int64_t O, float* y) {
         for (int64_t o = o0; o < o1; ++o) {
             const uint8_t* wr = w + o * row_bytes;
             int64_t r = 0;
+#if defined(__AVX512VL__)  // 32 vector registers: 8 rows' accumulators beside the unpacked block
+            for (; r + 8 <= B; r += 8) rows_dot<T, 8>(wr, x, r, y, O, o);
+#endif
             for (; r + 4 <= B; r += 4) rows_dot<T, 4>(wr, x, r, y, O, o);
             switch (B - r) {
                 case 3: rows_dot<T, 3>(wr, x, r, y, O, o); break;
@@ -239,9 +249,9 @@ torch::Tensor gguf_matmul(torch::Tensor x, torch::Tensor w, int64_t qtype) {
     TORCH_CHECK(I % QK == 0, "the input width must be a multiple of 32");
     auto q = torch::empty({B, I}, x.options().dtype(torch::kInt8));
     auto d = torch::empty({B, I / QK}, x.options());
-    auto s16 = torch::empty({B, I / 16}, x.options());
-    quantize_rows(x.data_ptr<float>(), B, I, q.data_ptr<int8_t>(), d.data_ptr<float>(), s16.data_ptr<float>());
-    const Acts acts{q.data_ptr<int8_t>(), d.data_ptr<float>(), s16.data_ptr<float>(), I};
+    auto xs = torch::empty({B, I / QK}, x.options());
+    quantize_rows(x.data_ptr<float>(), B, I, q.data_ptr<int8_t>(), d.data_ptr<float>(), xs.data_ptr<float>());
+    const Acts acts{q.data_ptr<int8_t>(), d.data_ptr<float>(), xs.data_ptr<float>(), I};
     auto y = torch::empty({B, O}, x.options());
     const uint8_t* wd = w.data_ptr<uint8_t>();
     float* yd = y.data_ptr<float>();
