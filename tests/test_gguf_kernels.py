@@ -94,3 +94,25 @@ def test_a_real_file_used_as_it_is() -> None:
         got, want = quantized.model(tokens)[0], exact.model(tokens)[0]
     assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.9
     assert torch.nn.functional.cosine_similarity(got, want, dim=-1).min() > 0.99
+
+
+@torch.inference_mode()
+def test_a_seeded_sample_on_the_file_is_the_same_alone_and_beside_others() -> None:
+    """The engine on SmolLM2's blocks: tokens and log-probabilities to the last bit, whatever batch a
+    sequence shares (a row's activations are rounded and summed on their own)."""
+    from ponder.engine.native import NativeEngine
+    from ponder.engine.sampling import SamplingParams
+
+    if not model_dir("smollm2-135m-instruct").exists():
+        pytest.skip("smollm2-135m-instruct is not pulled")
+    loaded = load_quantized(resolve("smollm2-135m-instruct"))
+    params = SamplingParams(temperature=1.0, max_tokens=12, seed=5)
+    prompt, other = list(range(200, 225)), list(range(600, 611))
+
+    def run(prompts: list[list[int]], n: int) -> list[tuple]:
+        engine = NativeEngine(loaded, cache_bytes=32 << 20, int8=True)
+        return [(s.tokens, s.logprobs) for s in engine.sample(prompts, n, params)[-1]]
+
+    alone = run([prompt], 4)
+    assert run([other, prompt], 1) == alone[:1]
+    assert len({tokens for tokens, _ in alone}) > 1  # four different samples: the seeds really differ
