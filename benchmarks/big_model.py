@@ -118,8 +118,9 @@ def write_random_llama(path: Path, shape: Shape = LLAMA3_8B, seed: int = 0) -> P
 def run_native(path: Path, threads: int, tokens: int, prompt: int = 32, batches: tuple[int, ...] = (1, 4)
                ) -> dict[str, float]:
     """ponder's engine on the file's blocks, in a fresh process so that its peak memory is the model's alone:
-    load seconds, generated tokens/s per batch size (`n=N tokens/s`, the prompt's prefill included), peak RSS
-    and the anonymous part of it (what is not the mapped file: no copy of the weights)."""
+    load seconds, the prompt's prefill tokens/s, then generated tokens/s per batch size (`n=N tokens/s`, the
+    prompt's blocks reused, as llama-batched-bench -pps computes it once), peak RSS and the anonymous part of it
+    (what is not the mapped file: no copy of the weights)."""
     script = f"""
 import json, resource, time, torch
 torch.set_num_threads({threads})
@@ -130,11 +131,14 @@ from ponder.engine.sampling import SamplingParams
 from pathlib import Path
 loaded = load_quantized(Path({str(path)!r}))
 engine = NativeEngine(loaded, cache_bytes=1 << 28, int8=True)
-load_s = time.perf_counter() - start
-out = {{"load s": load_s}}
+out = {{"load s": time.perf_counter() - start}}
+prompt = list(range(100, {100 + prompt}))
+t = time.perf_counter()
+engine.sample([prompt], 1, SamplingParams(max_tokens=1))  # the prompt once; its blocks are kept
+out["prefill tokens/s"] = len(prompt) / (time.perf_counter() - t)
 for n in {tuple(batches)!r}:
     t = time.perf_counter()
-    got = engine.sample([list(range(100, {100 + prompt}))], n, SamplingParams(temperature=0.7, max_tokens={tokens}, seed=0))
+    got = engine.sample([prompt], n, SamplingParams(temperature=0.7, max_tokens={tokens}, seed=0))
     out[f"n={{n}} tokens/s"] = sum(len(s.tokens) for s in got[0]) / (time.perf_counter() - t)
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
 out["peak RSS GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
@@ -164,8 +168,8 @@ def main() -> None:
 
         llama = run_batched_bench(path, prompt=32, generate=args.tokens, batches=(1, 4), threads=args.threads)
         print("llama-batched-bench:", json.dumps(llama))
-        for n in (1, 4):
-            print(f"n = {n}: ponder / llama.cpp = {native[f'n={n} tokens/s'] / llama[f'n={n} tokens/s']:.2f}x")
+        for row in ("n=1 tokens/s", "n=4 tokens/s", "prefill tokens/s", "peak RSS GB"):
+            print(f"{row}: ponder / llama.cpp = {native[row] / llama[row]:.2f}x")
     finally:
         if not args.keep:
             path.unlink(missing_ok=True)

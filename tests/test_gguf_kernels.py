@@ -116,3 +116,13 @@ def test_a_seeded_sample_on_the_file_is_the_same_alone_and_beside_others() -> No
     alone = run([prompt], 4)
     assert run([other, prompt], 1) == alone[:1]
     assert len({tokens for tokens, _ in alone}) > 1  # four different samples: the seeds really differ
+
+
+def test_the_build_can_be_chosen_and_a_wrong_choice_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ponder.errors import BadParameter
+
+    monkeypatch.setenv("PONDER_GGUF_ISA", "avx2")
+    assert cpu_kernels.best_gguf_isa() == "avx2"
+    monkeypatch.setenv("PONDER_GGUF_ISA", "neon")
+    with pytest.raises(BadParameter, match="avx2"):
+        cpu_kernels.best_gguf_isa()

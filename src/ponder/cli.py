@@ -295,7 +295,7 @@ def serve(
     port: int = 8000,
     api_key: Annotated[str | None, typer.Option(envvar="PONDER_API_KEY", help="Require this bearer key.")] = None,
     max_queue: Annotated[int, typer.Option(help="Requests in flight before 429.")] = 64,
-    backend: Annotated[str, typer.Option(help="native or native-fp32.")] = "native",
+    backend: Annotated[str, typer.Option(help="native, native-gguf or native-fp32.")] = "native",
     max_tokens: Annotated[int, typer.Option(help="The most tokens one request may ask for.")] = 4096,
     max_n: Annotated[int, typer.Option(help="The most samples (n) one request may ask for.")] = 16,
     allow_code: Annotated[bool, typer.Option(help="Let requests use the code-execution verifier.")] = False,

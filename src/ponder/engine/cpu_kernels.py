@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from pathlib import Path
 from types import ModuleType
+
+from ponder.errors import BadParameter
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,13 @@ def _cpu_flags() -> set[str]:
 
 
 def best_gguf_isa() -> str:
-    """The GGUF kernels' build for this CPU: AVX-512 VNNI where it has it, else AVX2."""
+    """The GGUF kernels' build for this CPU: AVX-512 VNNI where it has it, else AVX2. PONDER_GGUF_ISA=avx2 picks
+    the AVX2 build on any machine (to measure it, or to rule the other out)."""
+    forced = os.environ.get("PONDER_GGUF_ISA")
+    if forced:
+        if forced not in GGUF_BUILDS:
+            raise BadParameter(f"PONDER_GGUF_ISA={forced!r}: use one of {', '.join(GGUF_BUILDS)}")
+        return forced
     return "avx512-vnni" if {"avx512_vnni", "avx512vl", "avx512bw"} <= _cpu_flags() else "avx2"
 
 
