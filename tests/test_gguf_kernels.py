@@ -126,3 +126,16 @@ def test_the_build_can_be_chosen_and_a_wrong_choice_is_said(monkeypatch: pytest.
     monkeypatch.setenv("PONDER_GGUF_ISA", "neon")
     with pytest.raises(BadParameter, match="avx2"):
         cpu_kernels.best_gguf_isa()
+
+
+def test_a_model_whose_fp32_copy_would_not_fit_runs_on_its_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--backend native` on a GGUF file too big to dequantize in this memory takes the file's blocks instead."""
+    from ponder.engine import backends
+
+    if not model_dir("smollm2-135m-instruct").exists():
+        pytest.skip("smollm2-135m-instruct is not pulled")
+    assert not backends.too_big_to_copy(resolve("smollm2-135m-instruct"))  # 0.5 GB as fp32: copied, as before
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 100_000}  # a machine of 400 MB
+    monkeypatch.setattr(backends.os, "sysconf", lambda name: pages[name])
+    engine = backends.open_generator("smollm2-135m-instruct", "native")
+    assert isinstance(engine.model.layers[0].mlp.up, GGUFLinear)

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
 
 from ponder.engine.protocol import Generator
 from ponder.errors import BadParameter
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("native", "native-gguf", "native-fp32", "llamacpp", "vllm")
 
@@ -28,20 +35,37 @@ def open_generator(model: str, backend: str = "native", threads: int | None = No
         if path.suffix != ".gguf":
             raise BadParameter(f"the llamacpp backend needs a GGUF file, and {model} is {path}: use --backend native")
         return LlamaCppEngine(path, n_threads=threads or 2)
+    from ponder.engine import cpu_kernels
     from ponder.engine.native import NativeEngine
     from ponder.models.loader import load
+    from ponder.models.registry import resolve
 
+    path = resolve(model)
+    if backend == "native" and path.suffix == ".gguf" and cpu_kernels.available() and too_big_to_copy(path):
+        log.warning("%s: its fp32 copy (%.0f GB) would not fit in this machine's memory: running on the file's "
+                    "quantized blocks as they are (--backend native-gguf)", model, fp32_bytes(path) / 1e9)
+        backend = "native-gguf"
     if backend == "native-gguf":
-        from ponder.engine import cpu_kernels
         from ponder.engine.gguf_linear import load_quantized
-        from ponder.models.registry import resolve
 
-        path = resolve(model)
         if path.suffix != ".gguf" or not cpu_kernels.available():
             raise BadParameter(f"the native-gguf backend needs a GGUF file and a CPU with AVX2 ({model} is {path}): "
                                "use --backend native")
         return NativeEngine(load_quantized(path), int8=True, name=model)
     return NativeEngine(load(model), int8=backend == "native", name=model)
+
+
+def fp32_bytes(path: Path) -> int:
+    """What a GGUF model's dequantized fp32 copy takes."""
+    from ponder.models.gguf import open_gguf
+
+    return 4 * sum(int(np.prod(t.shape)) for t in open_gguf(path).tensors)
+
+
+def too_big_to_copy(path: Path) -> bool:
+    """Whether the fp32 copy the int8 path starts from would take more than half of this machine's memory."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return fp32_bytes(path) > total // 2
 
 
 @functools.cache
