@@ -41,15 +41,17 @@ def open_generator(model: str, backend: str = "native", threads: int | None = No
     from ponder.models.registry import resolve
 
     path = resolve(model)
-    if backend == "native" and path.suffix == ".gguf" and cpu_kernels.available() and too_big_to_copy(path):
+    if backend == "native" and path.suffix == ".gguf" and cpu_kernels.gguf_available() and too_big_to_copy(path):
         log.warning("%s: its fp32 copy (%.0f GB) would not fit in this machine's memory: running on the file's "
                     "quantized blocks as they are (--backend native-gguf)", model, fp32_bytes(path) / 1e9)
         backend = "native-gguf"
     if backend == "native-gguf":
         from ponder.engine.gguf_linear import load_quantized
 
-        if path.suffix != ".gguf" or not cpu_kernels.available():
-            raise BadParameter(f"the native-gguf backend needs a GGUF file and a CPU with AVX2 ({model} is {path}): "
+        if path.suffix != ".gguf":
+            raise BadParameter(f"the native-gguf backend runs GGUF files, and {path} is not one: use --backend native")
+        if not cpu_kernels.gguf_available():
+            raise BadParameter("the native-gguf backend needs a CPU with AVX2, FMA and F16C and a C++ compiler: "
                                "use --backend native")
         return NativeEngine(load_quantized(path), int8=True, name=model)
     return NativeEngine(load(model), int8=backend == "native", name=model)

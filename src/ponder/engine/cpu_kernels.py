@@ -86,3 +86,16 @@ def available() -> bool:
         log.warning("ponder's CPU kernels did not build (%s): staying with PyTorch's", e)
         return False
     return True
+
+
+@functools.cache
+def gguf_available() -> bool:
+    """`available()`, and the GGUF kernels build for this CPU."""
+    if not available():
+        return False
+    try:
+        load_gguf()
+    except Exception as e:  # an old compiler without AVX-512 VNNI, say: the int8 path still works
+        log.warning("ponder's GGUF kernels did not build (%s): use --backend native", e)
+        return False
+    return True
