@@ -1,7 +1,7 @@
 """GGUF's quantized blocks multiplied as they are (csrc/gguf_matmul.cpp), both builds, against numpy.
 
 The reference dequantizes with gguf-py (an independent implementation of the formats) and rounds the
-activations to int8 in blocks of 32 exactly as the kernel does, so the kernel must agree to float rounding;
+activations to int8 in blocks of 32 (256 for the K-quants) exactly as the kernel does, so the kernel must agree to float rounding;
 against unrounded activations it agrees to the int8 rounding (about half a percent).
 """
 
@@ -37,8 +37,9 @@ def random_blocks(qtype: Q, rows: int, width: int, rng: np.random.Generator) -> 
 
 
 def rounded_reference(x: torch.Tensor, layer: GGUFLinear) -> np.ndarray:
-    """x @ W^T with x rounded to int8 in blocks of 32 as the kernel rounds it, in float64."""
-    xb = x.numpy().reshape(x.shape[0], -1, 32)
+    """x @ W^T with x rounded to int8 as the kernel rounds it (in blocks of 32; of 256 against K-quants, as
+    llama.cpp's Q8_K), in float64."""
+    xb = x.numpy().reshape(x.shape[0], -1, 256 if layer.qtype in (Q.Q4_K, Q.Q6_K) else 32)
     amax = np.abs(xb).max(-1, keepdims=True)
     inv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
     q = np.rint(xb * inv)

@@ -1,14 +1,16 @@
 // GGUF's quantized blocks multiplied as they are (see gguf_linear.py): y = x @ W^T with W the raw bytes of a
 // Q8_0, Q4_0, Q4_1, Q5_0, Q4_K or Q6_K tensor, never dequantized to memory.
 //
-// As llama.cpp does it: the activations are rounded to int8 in blocks of 32 (one fp32 scale a block, and the
-// block's sum for the weights' minimums); each weight block of 32 is unpacked into registers as 32 small
-// integers and multiplied with the activations' int8 in 32-bit lanes, each lane summing four products. One source, two builds: with AVX-512 VNNI the
+// As llama.cpp does it: the activations are rounded to int8 in blocks of 32 (of 256 against the K-quants,
+// llama.cpp's Q8_K), with one fp32 scale a block and the sums the weights' offsets and minimums need; each
+// weight block of 32 is unpacked into registers as 32 small integers and multiplied with the activations'
+// int8 in 32-bit lanes, each lane summing four products. One source, two builds: with AVX-512 VNNI the
 // lane sums are one `vpdpbusd`; on AVX2 they are `vpmaddubsw` + `vpmaddwd` (gguf_linear picks the build).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <cstring>
+#include <type_traits>
 
 namespace {
 
@@ -32,31 +34,39 @@ inline float f16(const uint8_t* p) {
     return _cvtsh_ss(h);
 }
 
-// --- activations: int8 blocks of 32 ------------------------------------------------------------------------
+// --- activations: int8 blocks of 32 (of 256 for the K-quants, as llama.cpp's Q8_K) --------------------------
 
 struct Acts {
     const int8_t* q;    // [B, I]
-    const float* d;     // [B, I/32]: a block's scale
-    const float* xs;    // [B, I/32]: a block's scale times the sum of its int8 values (for the minimums)
+    const float* d;     // [B, I/block]: a block's scale
+    const float* xs;    // [B, I/32]: the block's scale times the sum of each 32 int8 values (for the minimums)
+    const int16_t* s16; // [B, I/16]: the sum of each 16 int8 values (for Q6_K's offset)
     int64_t I;
 };
 
-void quantize_rows(const float* x, int64_t B, int64_t I, int8_t* q, float* d, float* xs) {
+void quantize_rows(const float* x, int64_t B, int64_t I, int64_t block, int8_t* q, float* d, float* xs,
+                   int16_t* s16) {
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b)
-            for (int64_t k = 0; k < I / QK; ++k) {
-                const float* xb = x + b * I + k * QK;
+            for (int64_t k = 0; k < I / block; ++k) {
+                const float* xb = x + b * I + k * block;
                 float amax = 0;
-                for (int j = 0; j < QK; ++j) amax = std::max(amax, std::abs(xb[j]));
+                for (int j = 0; j < block; ++j) amax = std::max(amax, std::abs(xb[j]));
                 const float scale = amax / 127, inv = amax > 0 ? 127 / amax : 0;
-                d[b * (I / QK) + k] = scale;
-                int sum = 0;
-                for (int j = 0; j < QK; ++j) {
-                    const int v = static_cast<int>(std::nearbyint(xb[j] * inv));
-                    q[b * I + k * QK + j] = static_cast<int8_t>(v);
-                    sum += v;
+                d[b * (I / block) + k] = scale;
+                for (int g = 0; g < block / 16; ++g) {
+                    int sum = 0;
+                    for (int j = 16 * g; j < 16 * g + 16; ++j) {
+                        const int v = static_cast<int>(std::nearbyint(xb[j] * inv));
+                        q[b * I + k * block + j] = static_cast<int8_t>(v);
+                        sum += v;
+                    }
+                    s16[(b * I + k * block) / 16 + g] = static_cast<int16_t>(sum);
                 }
-                xs[b * (I / QK) + k] = scale * static_cast<float>(sum);
+                for (int h = 0; h < block / QK; ++h) {
+                    const int64_t at = (b * I + k * block) / 16 + 2 * h;
+                    xs[(b * I + k * block) / QK + h] = scale * static_cast<float>(s16[at] + s16[at + 1]);
+                }
             }
     });
 }
@@ -87,83 +97,36 @@ inline __m256i bits_to_bytes(const uint8_t* p) {  // 32 bits -> byte j is 0xFF w
 }
 
 struct Q8_0 {  // fp16 d, int8 q[32]: w = d * q
-    static constexpr int bytes = 34, per = 1;
+    static constexpr int bytes = 34;
     static constexpr bool has_min = false;
-    static int prepare(const uint8_t*) { return 0; }
-    static Block block(int, const uint8_t* p, int) {
+    static Block block(const uint8_t* p) {
         return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)), _mm256_set1_ps(f16(p)), 0};
     }
 };
 
 struct Q4_0 {  // fp16 d, 16 bytes of nibbles: w = d * (q - 8)
-    static constexpr int bytes = 18, per = 1;
+    static constexpr int bytes = 18;
     static constexpr bool has_min = false;
-    static int prepare(const uint8_t*) { return 0; }
-    static Block block(int, const uint8_t* p, int) {
+    static Block block(const uint8_t* p) {
         return {_mm256_sub_epi8(nibbles(p + 2), _mm256_set1_epi8(8)), _mm256_set1_ps(f16(p)), 0};
     }
 };
 
 struct Q4_1 {  // fp16 d, fp16 m, nibbles: w = d * q + m
-    static constexpr int bytes = 20, per = 1;
+    static constexpr int bytes = 20;
     static constexpr bool has_min = true;
-    static int prepare(const uint8_t*) { return 0; }
-    static Block block(int, const uint8_t* p, int) {
+    static Block block(const uint8_t* p) {
         return {nibbles(p + 4), _mm256_set1_ps(f16(p)), -f16(p + 2)};
     }
 };
 
 struct Q5_0 {  // fp16 d, 32 high bits, nibbles: w = d * (q - 16), q = nibble | high bit << 4
-    static constexpr int bytes = 22, per = 1;
+    static constexpr int bytes = 22;
     static constexpr bool has_min = false;
-    static int prepare(const uint8_t*) { return 0; }
-    static Block block(int, const uint8_t* p, int) {
+    static Block block(const uint8_t* p) {
         const __m256i high = _mm256_and_si256(bits_to_bytes(p + 2), _mm256_set1_epi8(0x10));
         const __m256i q = _mm256_or_si256(nibbles(p + 6), high);
         return {_mm256_sub_epi8(q, _mm256_set1_epi8(16)), _mm256_set1_ps(f16(p)), 0};
-    }
-};
-
-struct Q4_K {  // a super-block of 256: fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles
-    static constexpr int bytes = 144, per = 8;
-    static constexpr bool has_min = true;
-    struct Scales { float scale[8], min[8]; };
-    static Scales prepare(const uint8_t* p) {  // once a super-block: w = d * sc_j * q - dmin * m_j in sub-block j
-        const float d = f16(p), dmin = f16(p + 2);
-        const uint8_t* s = p + 4;
-        Scales out;
-        for (int j = 0; j < 8; ++j) {
-            const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-            const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-            out.scale[j] = d * sc, out.min[j] = dmin * m;
-        }
-        return out;
-    }
-    static Block block(const Scales& sm, const uint8_t* p, int j) {
-        // values of sub-blocks 2i and 2i + 1 are the low and high nibbles of the same 32 bytes
-        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * (j / 2)));
-        const __m256i u = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(b, 4) : b, _mm256_set1_epi8(0x0F));
-        return {u, _mm256_set1_ps(sm.scale[j]), 0};  // the minimums are taken a super-block at a time
-    }
-};
-
-struct Q6_K {  // 256: 128 bytes low nibbles, 64 bytes of 2 high bits, int8 scales[16] (one per 16), fp16 d
-    static constexpr int bytes = 210, per = 8;
-    static constexpr bool has_min = false;
-    static float prepare(const uint8_t* p) { return f16(p + 208); }
-    static Block block(float d, const uint8_t* p, int j) {  // w = d * sc * (q - 32), q 6 bits
-        const int half = j / 4, part = j % 4;  // each half of 128 values: 4 blocks from 64 + 32 bytes
-        const uint8_t* ql = p + 64 * half + 32 * (part % 2);
-        const uint8_t* qh = p + 128 + 32 * half;
-        const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192) + 2 * j;
-        const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
-        const __m256i low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
-        const __m256i lo = _mm256_and_si256(part < 2 ? low : _mm256_srli_epi16(low, 4), m4);
-        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(h, 2 * part), m2);
-        const float a = d * sc[0], b = d * sc[1];
-        const __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
-        return {_mm256_sub_epi8(q, _mm256_set1_epi8(32)), _mm256_setr_ps(a, a, a, a, b, b, b, b), 0};
     }
 };
 
@@ -180,22 +143,12 @@ inline float hsum(__m256 v) {
 // (The minimums' scalar sum keeps one: a second, with 8 rows, spilled registers and lost more than it won.)
 template <typename T, int RB>
 void rows_dot(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O, int64_t o) {
-    __m256 even[RB], odd[RB], mins[RB];
+    __m256 even[RB], odd[RB];
     float corr[RB];
-    for (int r = 0; r < RB; ++r) even[r] = odd[r] = mins[r] = _mm256_setzero_ps(), corr[r] = 0;
+    for (int r = 0; r < RB; ++r) even[r] = odd[r] = _mm256_setzero_ps(), corr[r] = 0;
     const int64_t nb = x.I / QK;
-    decltype(T::prepare(w)) prepared{};  // what a K-quant's super-block of 8 blocks shares, decoded once
     auto step = [&](int64_t k, __m256 (&acc)[RB]) __attribute__((always_inline)) {
-        const uint8_t* unit = w + (k / T::per) * T::bytes;
-        if (k % T::per == 0) {
-            prepared = T::prepare(unit);
-            if constexpr (T::has_min && T::per == 8) {  // Q4_K: the 8 blocks' minimums against their sums at once
-                const __m256 m = _mm256_loadu_ps(prepared.min);
-                for (int r = 0; r < RB; ++r)
-                    mins[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x.xs + (r0 + r) * nb + k), m, mins[r]);
-            }
-        }
-        const Block blk = T::block(prepared, unit, static_cast<int>(k % T::per));
+        const Block blk = T::block(w + k * T::bytes);
         // Signed weights: |w| times x with w's sign is the same product, with the unsigned operand the
         // instruction needs (as llama.cpp does it)
         const __m256i u = T::has_min ? blk.u : _mm256_sign_epi8(blk.u, blk.u);
@@ -205,31 +158,153 @@ void rows_dot(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O, 
             if (!T::has_min) xq = _mm256_sign_epi8(xq, blk.u);
             const __m256 lanes = _mm256_cvtepi32_ps(lane_dots(u, xq));
             acc[r] = _mm256_fmadd_ps(lanes, _mm256_mul_ps(blk.scale, _mm256_set1_ps(x.d[row * nb + k])), acc[r]);
-            if constexpr (T::has_min && T::per == 1) corr[r] += blk.c * x.xs[row * nb + k];
+            if constexpr (T::has_min) corr[r] += blk.c * x.xs[row * nb + k];
         }
     };
     int64_t k = 0;
     for (; k + 1 < nb; k += 2) step(k, even), step(k + 1, odd);
     if (k < nb) step(k, even);
     for (int r = 0; r < RB; ++r)
-        y[(r0 + r) * O + o] = hsum(_mm256_sub_ps(_mm256_add_ps(even[r], odd[r]), mins[r])) - corr[r];
+        y[(r0 + r) * O + o] = hsum(_mm256_add_ps(even[r], odd[r])) - corr[r];
 }
 
-template <typename T>
+// --- K-quants: super-blocks of 256 against activations in blocks of 256 --------------------------------------
+
+// As llama.cpp's Q4_K x Q8_K: each 32 (or 16) values' int16 pair products are multiplied by their integer
+// sub-scale in the same instruction that sums them into int32 lanes (one `vpdpwssd` with AVX-512 VNNI, else
+// `vpmaddwd` + add), and the super-block is converted to float once, not each block of 32.
+inline __m256i add_scaled(__m256i acc, __m256i pairs, __m256i scales) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpwssd_epi32(acc, pairs, scales);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scales));
+#endif
+}
+
+// Independent int32 chains per row, so that a row is not held up by each addition's latency: 4 for one or two
+// rows, 2 where more rows fill the registers. Integer sums are exact in any order: the count changes no bit.
+template <int RB>
+constexpr int chains() { return RB <= 2 ? 4 : 2; }
+
+template <int RB>
+inline __m256i sum_chains(const __m256i (&c)[chains<RB>()]) {
+    __m256i t = c[0];
+    for (int i = 1; i < chains<RB>(); ++i) t = _mm256_add_epi32(t, c[i]);
+    return t;
+}
+
+struct Q4_K {  // fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles: w = d*sc*q - dmin*m
+    static constexpr int bytes = 144;
+    template <int RB>
+    static void super_block(const uint8_t* p, const Acts& x, int64_t r0, int64_t s, __m256 (&acc)[RB]) {
+        // The 12 bytes of 6-bit scales and mins to 8 scale bytes then 8 min bytes, with llama.cpp's masks
+        // (a loop over the 16 values, byte by byte, cost more than all the multiplications of a row).
+        uint32_t u[4];
+        std::memcpy(u, p + 4, 12);
+        u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+        const uint32_t mins_low = u[1] & 0x3f3f3f3f;
+        u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+        u[2] = mins_low;
+        u[0] &= 0x3f3f3f3f;
+        uint8_t sc[16];  // sc[0..7] the scales, sc[8..15] the mins
+        std::memcpy(sc, u, 16);
+        const float d = f16(p);
+        const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(f16(p + 2)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8)))));
+        __m256i isum[RB][chains<RB>()];
+        for (int r = 0; r < RB; ++r)
+            for (int c = 0; c < chains<RB>(); ++c) isum[r][c] = _mm256_setzero_si256();
+        for (int i = 0; i < 4; ++i) {  // 32 bytes: sub-block 2i in the low nibbles, 2i + 1 in the high
+            const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * i));
+            const __m256i lo = _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), _mm256_set1_epi8(0x0F));
+            const __m256i s_lo = _mm256_set1_epi16(static_cast<int16_t>(sc[2 * i]));
+            const __m256i s_hi = _mm256_set1_epi16(static_cast<int16_t>(sc[2 * i + 1]));
+            for (int r = 0; r < RB; ++r) {
+                const int8_t* xq = x.q + (r0 + r) * x.I + 256 * s + 64 * i;
+                const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
+                const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32));
+                __m256i& a = isum[r][(2 * i) % chains<RB>()];
+                __m256i& b = isum[r][(2 * i + 1) % chains<RB>()];
+                a = add_scaled(a, _mm256_maddubs_epi16(lo, x0), s_lo);
+                b = add_scaled(b, _mm256_maddubs_epi16(hi, x1), s_hi);
+            }
+        }
+        for (int r = 0; r < RB; ++r) {
+            const int64_t row = r0 + r;
+            const __m256 dots = _mm256_cvtepi32_ps(sum_chains<RB>(isum[r]));
+            acc[r] = _mm256_fmadd_ps(dots, _mm256_set1_ps(d * x.d[row * (x.I / 256) + s]), acc[r]);
+            acc[r] = _mm256_fnmadd_ps(_mm256_loadu_ps(x.xs + row * (x.I / QK) + 8 * s), mins, acc[r]);
+        }
+    }
+};
+
+struct Q6_K {  // 128 bytes of low nibbles, 64 of 2 high bits, int8 scales[16] (one per 16), fp16 d: w = d*sc*(q - 32)
+    static constexpr int bytes = 210;
+    template <int RB>
+    static void super_block(const uint8_t* p, const Acts& x, int64_t r0, int64_t s, __m256 (&acc)[RB]) {
+        const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192);
+        const __m256i all_scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
+        __m256i isum[RB][chains<RB>()];
+        for (int r = 0; r < RB; ++r) {  // the offset: 32 * sum over each 16 of scale * their activations' sum
+            const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.s16 + ((r0 + r) * x.I + 256 * s) / 16));
+            isum[r][0] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sums, all_scales), 5));
+            for (int c = 1; c < chains<RB>(); ++c) isum[r][c] = _mm256_setzero_si256();
+        }
+        const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+        for (int j = 0; j < 8; ++j) {  // 32 values: 4 from each half's 64 + 32 bytes
+            const int half = j / 4, part = j % 4;
+            const __m256i low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * half + 32 * (part % 2)));
+            const __m256i lo = _mm256_and_si256(part < 2 ? low : _mm256_srli_epi16(low, 4), m4);
+            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 128 + 32 * half));
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(h, 2 * part), m2);
+            const __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));  // 0..63
+            // int16 lanes 0-7 hold values 0..15 (scale 2j), lanes 8-15 values 16..31 (scale 2j + 1)
+            const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
+            for (int r = 0; r < RB; ++r) {
+                const __m256i xq = _mm256_loadu_si256(
+                    reinterpret_cast<const __m256i*>(x.q + (r0 + r) * x.I + 256 * s + 32 * j));
+                isum[r][j % chains<RB>()] = add_scaled(isum[r][j % chains<RB>()], _mm256_maddubs_epi16(u, xq), scales);
+            }
+        }
+        const float d = f16(p + 208);
+        for (int r = 0; r < RB; ++r) {
+            const __m256 dots = _mm256_cvtepi32_ps(sum_chains<RB>(isum[r]));
+            acc[r] = _mm256_fmadd_ps(dots, _mm256_set1_ps(d * x.d[(r0 + r) * (x.I / 256) + s]), acc[r]);
+        }
+    }
+};
+
+template <typename T, int RB>
+void rows_dot_k(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O, int64_t o) {
+    __m256 acc[RB];  // a row's super-blocks in order, whatever RB is (batch invariance, as above)
+    for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < x.I / 256; ++s) T::template super_block<RB>(w + s * T::bytes, x, r0, s, acc);
+    for (int r = 0; r < RB; ++r) y[(r0 + r) * O + o] = hsum(acc[r]);
+}
+
+// Rows of x against every weight row, the weight rows split over the threads: 8 rows of x at a time (4 on
+// AVX2, which has half the registers), then the rest. `K`: the K-quants' kernel.
+template <typename T, bool K>
 void matmul(const Acts& x, int64_t B, const uint8_t* w, int64_t O, float* y) {
-    const int64_t row_bytes = x.I / (QK * T::per) * T::bytes;
+    const int64_t row_bytes = x.I / (K ? 256 : QK) * T::bytes;
+    auto tile = [&](auto rows, const uint8_t* wr, int64_t r, int64_t o) {
+        constexpr int RB = decltype(rows)::value;
+        if constexpr (K) rows_dot_k<T, RB>(wr, x, r, y, O, o);
+        else rows_dot<T, RB>(wr, x, r, y, O, o);
+    };
     at::parallel_for(0, O, 16, [&](int64_t o0, int64_t o1) {
         for (int64_t o = o0; o < o1; ++o) {
             const uint8_t* wr = w + o * row_bytes;
             int64_t r = 0;
-#if defined(__AVX512VL__)  // 32 vector registers: 8 rows' accumulators beside the unpacked block
-            for (; r + 8 <= B; r += 8) rows_dot<T, 8>(wr, x, r, y, O, o);
+#if defined(__AVX512VL__)
+            for (; r + 8 <= B; r += 8) tile(std::integral_constant<int, 8>{}, wr, r, o);
 #endif
-            for (; r + 4 <= B; r += 4) rows_dot<T, 4>(wr, x, r, y, O, o);
+            for (; r + 4 <= B; r += 4) tile(std::integral_constant<int, 4>{}, wr, r, o);
             switch (B - r) {
-                case 3: rows_dot<T, 3>(wr, x, r, y, O, o); break;
-                case 2: rows_dot<T, 2>(wr, x, r, y, O, o); break;
-                case 1: rows_dot<T, 1>(wr, x, r, y, O, o); break;
+                case 3: tile(std::integral_constant<int, 3>{}, wr, r, o); break;
+                case 2: tile(std::integral_constant<int, 2>{}, wr, r, o); break;
+                case 1: tile(std::integral_constant<int, 1>{}, wr, r, o); break;
                 default: break;
             }
         }
@@ -247,23 +322,26 @@ torch::Tensor gguf_matmul(torch::Tensor x, torch::Tensor w, int64_t qtype) {
     TORCH_CHECK(w.dim() == 2 && w.scalar_type() == torch::kUInt8 && w.is_contiguous(), "w: contiguous uint8 [O, bytes]");
     const int64_t B = x.size(0), I = x.size(1), O = w.size(0);
     TORCH_CHECK(I % QK == 0, "the input width must be a multiple of 32");
+    const bool k_quant = qtype == GGML_Q4_K || qtype == GGML_Q6_K;
+    TORCH_CHECK(!k_quant || I % 256 == 0, "K-quants need a width that is a multiple of 256");
+    const int64_t block = k_quant ? 256 : QK;
     auto q = torch::empty({B, I}, x.options().dtype(torch::kInt8));
-    auto d = torch::empty({B, I / QK}, x.options());
+    auto d = torch::empty({B, I / block}, x.options());
     auto xs = torch::empty({B, I / QK}, x.options());
-    quantize_rows(x.data_ptr<float>(), B, I, q.data_ptr<int8_t>(), d.data_ptr<float>(), xs.data_ptr<float>());
-    const Acts acts{q.data_ptr<int8_t>(), d.data_ptr<float>(), xs.data_ptr<float>(), I};
+    auto s16 = torch::empty({B, I / 16}, x.options().dtype(torch::kInt16));
+    quantize_rows(x.data_ptr<float>(), B, I, block, q.data_ptr<int8_t>(), d.data_ptr<float>(), xs.data_ptr<float>(),
+                  s16.data_ptr<int16_t>());
+    const Acts acts{q.data_ptr<int8_t>(), d.data_ptr<float>(), xs.data_ptr<float>(), s16.data_ptr<int16_t>(), I};
     auto y = torch::empty({B, O}, x.options());
     const uint8_t* wd = w.data_ptr<uint8_t>();
     float* yd = y.data_ptr<float>();
     switch (qtype) {
-        case GGML_Q8_0: matmul<Q8_0>(acts, B, wd, O, yd); break;
-        case GGML_Q4_0: matmul<Q4_0>(acts, B, wd, O, yd); break;
-        case GGML_Q4_1: matmul<Q4_1>(acts, B, wd, O, yd); break;
-        case GGML_Q5_0: matmul<Q5_0>(acts, B, wd, O, yd); break;
-        case GGML_Q4_K: TORCH_CHECK(I % 256 == 0, "K-quants need a width that is a multiple of 256");
-                        matmul<Q4_K>(acts, B, wd, O, yd); break;
-        case GGML_Q6_K: TORCH_CHECK(I % 256 == 0, "K-quants need a width that is a multiple of 256");
-                        matmul<Q6_K>(acts, B, wd, O, yd); break;
+        case GGML_Q8_0: matmul<Q8_0, false>(acts, B, wd, O, yd); break;
+        case GGML_Q4_0: matmul<Q4_0, false>(acts, B, wd, O, yd); break;
+        case GGML_Q4_1: matmul<Q4_1, false>(acts, B, wd, O, yd); break;
+        case GGML_Q5_0: matmul<Q5_0, false>(acts, B, wd, O, yd); break;
+        case GGML_Q4_K: matmul<Q4_K, true>(acts, B, wd, O, yd); break;
+        case GGML_Q6_K: matmul<Q6_K, true>(acts, B, wd, O, yd); break;
         default: TORCH_CHECK(false, "GGML type ", qtype, " has no kernel here");
     }
     return y;
