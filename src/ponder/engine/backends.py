@@ -41,7 +41,8 @@ def open_generator(model: str, backend: str = "native", threads: int | None = No
     from ponder.models.registry import resolve
 
     path = resolve(model)
-    if backend == "native" and path.suffix == ".gguf" and cpu_kernels.gguf_available() and too_big_to_copy(path):
+    # the size first: building the GGUF kernels (a minute on a fresh machine) is for models that need them
+    if backend == "native" and path.suffix == ".gguf" and too_big_to_copy(path) and cpu_kernels.gguf_available():
         log.warning("%s: its fp32 copy (%.0f GB) would not fit in this machine's memory: running on the file's "
                     "quantized blocks as they are (--backend native-gguf)", model, fp32_bytes(path) / 1e9)
         backend = "native-gguf"
@@ -57,6 +58,7 @@ def open_generator(model: str, backend: str = "native", threads: int | None = No
     return NativeEngine(load(model), int8=backend == "native", name=model)
 
 
+@functools.cache  # read from the file's header once a process
 def fp32_bytes(path: Path) -> int:
     """What a GGUF model's dequantized fp32 copy takes."""
     from ponder.models.gguf import open_gguf
