@@ -73,13 +73,12 @@ void quantize_rows(const float* x, int64_t B, int64_t I, int64_t block, int8_t* 
 
 // --- weight blocks: unpacked into registers ----------------------------------------------------------------
 
-// One block of 32 weights as the kernel uses it: w_j = lane_scale * u_j - c, with a minimum c (Q4_1, Q4_K), so that
-//   sum_j w_j x_j = dx * sum over lanes of lane_scale * lane_dot(u, xq)  -  c * dx * sum_j xq_j.
-// Types whose values are centred (q - 8, q - 16, q - 32) give u signed instead, and no c.
+// One block of 32 weights as the kernel uses it: w_j = d * u_j - c, with a minimum c (Q4_1), so that
+//   sum_j w_j x_j = d * dx * sum over lanes of lane_dot(u, xq)  -  c * dx * sum_j xq_j.
+// Types whose values are centred (q - 8, q - 16) give u signed instead, and no c.
 struct Block {
-    __m256i u;        // 32 bytes: unsigned where the type `has_min`, else signed
-    __m256 scale;     // per int32 lane (lanes 0-3 cover values 0..15, lanes 4-7 values 16..31)
-    float c;
+    __m256i u;  // 32 bytes: unsigned where the type `has_min`, else signed
+    float d, c;
 };
 
 inline __m256i nibbles(const uint8_t* p) {  // 16 bytes -> low nibbles as values 0..15, high as 16..31
@@ -100,7 +99,7 @@ struct Q8_0 {  // fp16 d, int8 q[32]: w = d * q
     static constexpr int bytes = 34;
     static constexpr bool has_min = false;
     static Block block(const uint8_t* p) {
-        return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)), _mm256_set1_ps(f16(p)), 0};
+        return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)), f16(p), 0};
     }
 };
 
@@ -108,7 +107,7 @@ struct Q4_0 {  // fp16 d, 16 bytes of nibbles: w = d * (q - 8)
     static constexpr int bytes = 18;
     static constexpr bool has_min = false;
     static Block block(const uint8_t* p) {
-        return {_mm256_sub_epi8(nibbles(p + 2), _mm256_set1_epi8(8)), _mm256_set1_ps(f16(p)), 0};
+        return {_mm256_sub_epi8(nibbles(p + 2), _mm256_set1_epi8(8)), f16(p), 0};
     }
 };
 
@@ -116,7 +115,7 @@ struct Q4_1 {  // fp16 d, fp16 m, nibbles: w = d * q + m
     static constexpr int bytes = 20;
     static constexpr bool has_min = true;
     static Block block(const uint8_t* p) {
-        return {nibbles(p + 4), _mm256_set1_ps(f16(p)), -f16(p + 2)};
+        return {nibbles(p + 4), f16(p), -f16(p + 2)};
     }
 };
 
@@ -126,7 +125,7 @@ struct Q5_0 {  // fp16 d, 32 high bits, nibbles: w = d * (q - 16), q = nibble | 
     static Block block(const uint8_t* p) {
         const __m256i high = _mm256_and_si256(bits_to_bytes(p + 2), _mm256_set1_epi8(0x10));
         const __m256i q = _mm256_or_si256(nibbles(p + 6), high);
-        return {_mm256_sub_epi8(q, _mm256_set1_epi8(16)), _mm256_set1_ps(f16(p)), 0};
+        return {_mm256_sub_epi8(q, _mm256_set1_epi8(16)), f16(p), 0};
     }
 };
 
@@ -157,7 +156,7 @@ void rows_dot(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O, 
             __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + row * x.I + k * QK));
             if (!T::has_min) xq = _mm256_sign_epi8(xq, blk.u);
             const __m256 lanes = _mm256_cvtepi32_ps(lane_dots(u, xq));
-            acc[r] = _mm256_fmadd_ps(lanes, _mm256_mul_ps(blk.scale, _mm256_set1_ps(x.d[row * nb + k])), acc[r]);
+            acc[r] = _mm256_fmadd_ps(lanes, _mm256_set1_ps(blk.d * x.d[row * nb + k]), acc[r]);
             if constexpr (T::has_min) corr[r] += blk.c * x.xs[row * nb + k];
         }
     };
