@@ -222,12 +222,15 @@ def _download(cmd: list[str], staging: Path, source: ModelSource) -> subprocess.
 
 
 def _bytes_under(folder: Path) -> int:
+    """Bytes in the files under `folder` while pip writes, moves and removes them: what vanishes mid-walk
+    (a file, or a whole folder rglob was about to enter) is not counted."""
     total = 0
-    for path in folder.rglob("*"):
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except OSError:  # pip moved or removed it meanwhile
-            pass
+    for directory, _, files in os.walk(folder):  # os.walk skips a folder that vanished; rglob raised
+        for name in files:
+            try:
+                total += os.stat(os.path.join(directory, name)).st_size
+            except OSError:  # pip moved or removed it meanwhile
+                pass
     return total
 
 
