@@ -4,9 +4,10 @@
 
 For each trained vision folder: reading and counting accuracy on `size` images each, and text-only accuracy on
 `size` two-number sums (against the base decoder on the same sums), each with a 95% bootstrap interval; image tokens
-in the decoder's sequence; seconds a question (greedy, one at a time, 2 threads); and from its training log the
-decoder tokens and images trained per second. Questions come from seed 1 (training draws from seeds 100000 and
-up, so none was seen). Every answer is appended to FOLDER/bench-SEED.jsonl as it comes: a killed run continues.
+in the decoder's sequence; seconds a question (greedy, one at a time; on the GPU where there is one, else 2
+threads); and from its training log the decoder tokens and images trained per second (each timing says its
+device). Questions come from seed 1 (training draws from seeds 100000 and up, so none was seen). Every answer is
+appended to FOLDER/bench-SEED.jsonl as it comes: a killed run continues.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import torch
 
 from ponder.stats import bootstrap_interval, mean
 from ponder.tasks.images import questions
@@ -36,7 +39,8 @@ def answers(folder: Path, size: int, seed: int) -> dict[str, list[dict]]:
                 model = model or load_vision(folder)
                 got = model.generate(q.image, q.question, max_tokens=16)
                 row = {"kind": kind, "index": index, "answer": got.text, "right": q.check(got.text),
-                       "image_tokens": got.image_tokens, "prompt_tokens": got.prompt_tokens, "seconds": got.seconds}
+                       "image_tokens": got.image_tokens, "prompt_tokens": got.prompt_tokens, "seconds": got.seconds,
+                       "device": model.device.type}
                 out.write(json.dumps(row) + "\n")
                 out.flush()
                 done.append(row)
@@ -51,6 +55,7 @@ def base_text(size: int, seed: int, base: str) -> list[bool]:
 
     loaded = load(base)
     model = VisionLanguageModel(loaded.model, loaded.tokenizer, VisionConfig(design="d")).eval()
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     return [q.check(model.generate(None, q.question, max_tokens=16).text) for q in questions("text", size, seed)]
 
 
@@ -59,9 +64,14 @@ def cell(values: list[bool]) -> str:
     return f"{mean([float(v) for v in values]):.2f} [{low:.2f}, {high:.2f}]"
 
 
-def training_rates(folder: Path) -> tuple[float, float]:
+def training_rates(folder: Path) -> tuple[float, float, str]:
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return mean([r["tokens_per_s"] for r in rows]), mean([r["images_per_s"] for r in rows])
+    return mean([r["tokens_per_s"] for r in rows]), mean([r["images_per_s"] for r in rows]), devices(rows)
+
+
+def devices(rows: list[dict]) -> str:
+    """Where rows were timed (rows from before the device was recorded ran on the CPU)."""
+    return "+".join(sorted({r.get("device", "cpu") for r in rows}))
 
 
 def main() -> None:
@@ -82,13 +92,14 @@ def main() -> None:
             bases[config["base"]] = base_text(args.size, args.seed, config["base"])
             row = [config["base"], "(text only)", "", "", "", "", cell(bases[config["base"]]), "0", "", "", ""]
             lines.append("| " + " | ".join(row) + " |")
-        tokens, images = training_rates(folder)
+        tokens, images, trained_on = training_rates(folder)
         pictures = got["reading"] + got["counting"]
         row = [folder.name, config["design"].upper(), "yes" if config["tags"] else "no",
                "yes" if config["thumbnail"] else "no", cell([r["right"] for r in got["reading"]]),
                cell([r["right"] for r in got["counting"]]), cell([r["right"] for r in got["text"]]),
-               f"{mean([r['image_tokens'] for r in pictures]):.0f}", f"{mean([r['seconds'] for r in pictures]):.2f}",
-               f"{tokens:.0f}", f"{images:.2f}"]
+               f"{mean([r['image_tokens'] for r in pictures]):.0f}",
+               f"{mean([r['seconds'] for r in pictures]):.2f} ({devices(pictures)})",
+               f"{tokens:.0f} ({trained_on})", f"{images:.2f} ({trained_on})"]
         lines.append("| " + " | ".join(row) + " |")
     print("\n".join(lines))  # markdown: the README's table as it is
     if args.out:

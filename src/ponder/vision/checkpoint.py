@@ -51,7 +51,7 @@ def save_vision(folder: Path, model: VisionLanguageModel, base: str, adapters: d
     folder.mkdir(parents=True, exist_ok=True)
     parts = {f"{name}.{k}": v for name in ("encoder", "projector", "xattn")
              for k, v in getattr(model, name).state_dict().items()}
-    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in {**parts, **adapters}.items()}
+    tensors = {k: v.detach().to(torch.float16).cpu().contiguous() for k, v in {**parts, **adapters}.items()}
     partial = folder / (WEIGHTS + ".partial")
     save_file(tensors, partial)
     os.replace(partial, folder / WEIGHTS)
@@ -60,7 +60,8 @@ def save_vision(folder: Path, model: VisionLanguageModel, base: str, adapters: d
     os.replace(folder / (CONFIG + ".partial"), folder / CONFIG)
 
 
-def load_vision(folder: Path) -> VisionLanguageModel:
+def load_vision(folder: Path, device: str | None = None) -> VisionLanguageModel:
+    """`device`: where it runs (default: the GPU where there is one)."""
     try:
         config = json.loads((folder / CONFIG).read_text())
         tensors = load_file(folder / WEIGHTS)
@@ -82,4 +83,4 @@ def load_vision(folder: Path) -> VisionLanguageModel:
             path = key.removesuffix(".lora_A")
             weight = loaded.model.get_submodule(path.removeprefix("decoder.")).weight
             weight += scale * (tensors[path + ".lora_B"].float() @ tensors[key].float()).to(weight.dtype)
-    return model.eval()
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()

@@ -78,6 +78,10 @@ class VisionLanguageModel(nn.Module):
         layers = range(0, decoder.cfg.n_layers, cfg.xattn_every) if cfg.design != "d" else []
         self.xattn = nn.ModuleDict({str(i): GatedCrossAttention(decoder.cfg) for i in layers})
 
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.embed.weight.device
+
     # --- layout ---------------------------------------------------------------------------------------------
 
     def tiles(self, image: Image.Image) -> Tiles:
@@ -130,14 +134,14 @@ class VisionLanguageModel(nn.Module):
         flat = [im for group in images for im in group]
         if not flat:
             return []
-        tokens = self.projector(self.encoder(to_pixels(flat))).to(self.decoder.embed.weight.dtype)
+        tokens = self.projector(self.encoder(to_pixels(flat).to(self.device))).to(self.decoder.embed.weight.dtype)
         return list(tokens.split([len(group) for group in images]))
 
     def inputs(self, seqs: list[Sequence], tokens: list[Tensor | None]) -> tuple[Tensor, Tensor, Any]:
         """Right-padded embeddings [B, T, dim], labels [B, T] and the cross-attention hook (None: no image)."""
         T = max(len(s.ids) for s in seqs)
-        ids = torch.tensor([s.ids + [0] * (T - len(s.ids)) for s in seqs])
-        labels = torch.tensor([s.labels + [-100] * (T - len(s.labels)) for s in seqs])
+        ids = torch.tensor([s.ids + [0] * (T - len(s.ids)) for s in seqs], device=self.device)
+        labels = torch.tensor([s.labels + [-100] * (T - len(s.labels)) for s in seqs], device=self.device)
         embeds = self.decoder.embed(ids)
         rows = []
         for b, (seq, toks) in enumerate(zip(seqs, tokens)):
@@ -151,8 +155,8 @@ class VisionLanguageModel(nn.Module):
     def _hook(self, seqs: list[Sequence], tokens: list[Tensor | None], T: int):
         M = max(len(s.memory) for s in seqs) * self.tokens_per_tile
         dim = self.decoder.cfg.dim
-        memory = torch.zeros(len(seqs), M, dim, dtype=self.decoder.embed.weight.dtype)
-        mask = torch.zeros(len(seqs), T, M, dtype=torch.bool)
+        memory = torch.zeros(len(seqs), M, dim, dtype=self.decoder.embed.weight.dtype, device=self.device)
+        mask = torch.zeros(len(seqs), T, M, dtype=torch.bool)  # filled a token at a time: on the CPU, moved once
         for b, (seq, toks) in enumerate(zip(seqs, tokens)):
             where = {}
             for slot, index in enumerate(seq.memory):
@@ -163,7 +167,7 @@ class VisionLanguageModel(nn.Module):
                 for index in (seq.memory if sees is None else sees):
                     if index in where:
                         mask[b, t, where[index]] = True
-        return CrossAttention(self.xattn, memory, mask)
+        return CrossAttention(self.xattn, memory, mask.to(self.device))
 
     def loss(self, seqs: list[Sequence], tiles: list[Tiles | None]) -> tuple[Tensor, int]:
         """Mean next-token loss over the answers' tokens, and how many tokens that is."""
@@ -181,8 +185,8 @@ class VisionLanguageModel(nn.Module):
         tiles = self.tiles(image) if image is not None else None
         seq = self.layout(question, tiles)
         embeds, _, hook = self.inputs([seq], self.encode([tiles]))
-        cache = DenseKVCache(self.decoder.cfg, 1, len(seq.ids) + max_tokens, embeds.dtype)
-        positions = torch.arange(len(seq.ids))[None]
+        cache = DenseKVCache(self.decoder.cfg, 1, len(seq.ids) + max_tokens, embeds.dtype, self.device)
+        positions = torch.arange(len(seq.ids), device=self.device)[None]
         out: list[int] = []
         while True:
             h = self.decoder.hidden_states(None, positions, cache, embeds=embeds, before_block=hook)
@@ -192,7 +196,7 @@ class VisionLanguageModel(nn.Module):
             out.append(token)
             if hook is not None:
                 hook.generating = True
-            embeds, positions = self.decoder.embed(torch.tensor([[token]])), positions[:, -1:] + 1
+            embeds, positions = self.decoder.embed(torch.tensor([[token]], device=self.device)), positions[:, -1:] + 1
         return Generated(self.tokenizer.decode(out), len(seq.ids), seq.n_image_inline, len(out),
                          time.perf_counter() - start)
 
