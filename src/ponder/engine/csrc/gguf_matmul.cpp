@@ -28,6 +28,15 @@ inline __m256i lane_dots(__m256i u, __m256i s) {
 #endif
 }
 
+// acc + lane_dots(u, s), in one instruction where there is one.
+inline __m256i add_lane_dots(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(acc, u, s);
+#else
+    return _mm256_add_epi32(acc, lane_dots(u, s));
+#endif
+}
+
 inline float f16(const uint8_t* p) {
     uint16_t h;
     std::memcpy(&h, p, 2);
@@ -95,37 +104,45 @@ inline __m256i bits_to_bytes(const uint8_t* p) {  // 32 bits -> byte j is 0xFF w
     return _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi64x(-1));
 }
 
+// Each type also gives its stored values unsigned (`values`: w = d * (value - offset), plus Q4_1's minimum) for
+// the grouped kernel below. Q8_0's values + 128 reach 255: only `vpdpbusd` takes them exactly (AVX2's int16
+// pair sums would saturate), so on AVX2 Q8_0 keeps the one-row kernel.
 struct Q8_0 {  // fp16 d, int8 q[32]: w = d * q
-    static constexpr int bytes = 34;
+    static constexpr int bytes = 34, offset = 128;
     static constexpr bool has_min = false;
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    static constexpr bool grouped = true;
+#else
+    static constexpr bool grouped = false;
+#endif
     static Block block(const uint8_t* p) {
         return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)), f16(p), 0};
+    }
+    static __m256i values(const uint8_t* p) {
+        return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)), _mm256_set1_epi8(-128));
     }
 };
 
 struct Q4_0 {  // fp16 d, 16 bytes of nibbles: w = d * (q - 8)
-    static constexpr int bytes = 18;
-    static constexpr bool has_min = false;
-    static Block block(const uint8_t* p) {
-        return {_mm256_sub_epi8(nibbles(p + 2), _mm256_set1_epi8(8)), f16(p), 0};
-    }
+    static constexpr int bytes = 18, offset = 8;
+    static constexpr bool has_min = false, grouped = true;
+    static Block block(const uint8_t* p) { return {_mm256_sub_epi8(values(p), _mm256_set1_epi8(8)), f16(p), 0}; }
+    static __m256i values(const uint8_t* p) { return nibbles(p + 2); }
 };
 
 struct Q4_1 {  // fp16 d, fp16 m, nibbles: w = d * q + m
-    static constexpr int bytes = 20;
-    static constexpr bool has_min = true;
-    static Block block(const uint8_t* p) {
-        return {nibbles(p + 4), f16(p), -f16(p + 2)};
-    }
+    static constexpr int bytes = 20, offset = 0;
+    static constexpr bool has_min = true, grouped = true;
+    static Block block(const uint8_t* p) { return {values(p), f16(p), -f16(p + 2)}; }
+    static __m256i values(const uint8_t* p) { return nibbles(p + 4); }
 };
 
 struct Q5_0 {  // fp16 d, 32 high bits, nibbles: w = d * (q - 16), q = nibble | high bit << 4
-    static constexpr int bytes = 22;
-    static constexpr bool has_min = false;
-    static Block block(const uint8_t* p) {
-        const __m256i high = _mm256_and_si256(bits_to_bytes(p + 2), _mm256_set1_epi8(0x10));
-        const __m256i q = _mm256_or_si256(nibbles(p + 6), high);
-        return {_mm256_sub_epi8(q, _mm256_set1_epi8(16)), f16(p), 0};
+    static constexpr int bytes = 22, offset = 16;
+    static constexpr bool has_min = false, grouped = true;
+    static Block block(const uint8_t* p) { return {_mm256_sub_epi8(values(p), _mm256_set1_epi8(16)), f16(p), 0}; }
+    static __m256i values(const uint8_t* p) {
+        return _mm256_or_si256(nibbles(p + 6), _mm256_and_si256(bits_to_bytes(p + 2), _mm256_set1_epi8(0x10)));
     }
 };
 
@@ -167,6 +184,96 @@ void rows_dot(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O, 
         y[(r0 + r) * O + o] = hsum(_mm256_add_ps(even[r], odd[r])) - corr[r];
 }
 
+// --- eight weight rows at a time (blocks of 32) -------------------------------------------------------------
+
+// Lane j of the result = the sum of v[j]'s eight lanes: eight dot products summed across their lanes at once.
+inline __m256i sum_lanes8(const __m256i (&v)[8]) {
+    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+// The 8 x 8 transpose of 4-byte groups: col[g] lane j = group g (bytes 4g..4g+3) of u[j].
+inline void transpose8(const __m256i (&u)[8], __m256i (&col)[8]) {
+    __m256i t[8], q[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(u[i], u[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(u[i], u[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        q[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        q[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        q[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        q[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int g = 0; g < 4; ++g) {
+        col[g] = _mm256_permute2x128_si256(q[g], q[g + 4], 0x20);
+        col[g + 4] = _mm256_permute2x128_si256(q[g], q[g + 4], 0x31);
+    }
+}
+
+// RB rows of activations against eight weight rows. The one-row kernel above pays, for every block and every
+// (activation row, weight row) pair, a sign fix, a conversion to float and a scaled add; here each block's
+// eight dot products are summed across lanes into one vector (a lane per weight row), the weights' offset is
+// taken off in integers (exact: value - offset is the stored weight), and one conversion and one scaled add
+// serve all eight. With 4 or more activation rows the weight block is first transposed (lane j = weight row j,
+// as llama.cpp's repacked layouts hold it, here done in registers) so that each row needs eight instructions
+// and no sum across lanes. Both ways give the same integer sums, so a row's bits do not depend on RB; its
+// blocks are added in order (batch invariance). Which kernel a weight row gets depends on O alone.
+template <typename T, int RB>
+void group_dot(const uint8_t* w, int64_t row_bytes, const Acts& x, int64_t r0, float* y, int64_t O, int64_t o0) {
+    __m256 acc[RB];
+    for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps();
+    const int64_t nb = x.I / QK;
+    // The eight rows are one stretch of memory read eight places at a time, which the hardware prefetcher does
+    // not follow (from DRAM, an output layer ran 3x slower than one row at a time): each block asks for its share
+    // of the next group's stretch, in order.
+    constexpr int lines = (8 * T::bytes + 63) / 64;
+    const char* next = reinterpret_cast<const char*>(w + 16 * row_bytes);
+    for (int64_t k = 0; k < nb; ++k) {
+        for (int l = 0; l < lines; ++l) _mm_prefetch(next + (k * lines + l) * 64, _MM_HINT_T0);
+        __m256i u[8];
+        alignas(16) uint16_t d16[8], m16[8];  // fp16 scales (and minimums), converted eight at once
+        for (int j = 0; j < 8; ++j) {
+            const uint8_t* p = w + j * row_bytes + k * T::bytes;
+            u[j] = T::values(p);
+            std::memcpy(d16 + j, p, 2);
+            if constexpr (T::has_min) std::memcpy(m16 + j, p + 2, 2);
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(d16)));
+        __m256 mw = _mm256_setzero_ps();
+        if constexpr (T::has_min) mw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(m16)));
+        constexpr bool transposed = RB >= 4;
+        __m256i col[8];
+        if constexpr (transposed) transpose8(u, col);
+        for (int r = 0; r < RB; ++r) {
+            const int64_t row = r0 + r;
+            const int8_t* xb = x.q + row * x.I + k * QK;
+            __m256i sums = _mm256_setzero_si256();
+            if constexpr (transposed) {
+                for (int g = 0; g < 8; ++g) {
+                    int32_t group;
+                    std::memcpy(&group, xb + 4 * g, 4);
+                    sums = add_lane_dots(sums, col[g], _mm256_set1_epi32(group));
+                }
+            } else {
+                const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb));
+                __m256i dots[8];
+                for (int j = 0; j < 8; ++j) dots[j] = lane_dots(u[j], xq);
+                sums = sum_lanes8(dots);
+            }
+            if constexpr (T::offset != 0) {
+                const int16_t* s = x.s16 + (row * x.I + k * QK) / 16;
+                sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(T::offset * (s[0] + s[1])));
+            }
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, _mm256_set1_ps(x.d[row * nb + k])),
+                                     acc[r]);
+            if constexpr (T::has_min) acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x.xs[row * nb + k]), acc[r]);
+        }
+    }
+    for (int r = 0; r < RB; ++r) _mm256_storeu_ps(y + (r0 + r) * O + o0, acc[r]);
+}
+
 // --- K-quants: super-blocks of 256 against activations in blocks of 256 --------------------------------------
 
 // As llama.cpp's Q4_K x Q8_K: each 32 (or 16) values' int16 pair products are multiplied by their integer
@@ -194,6 +301,7 @@ inline __m256i sum_chains(const __m256i (&c)[chains<RB>()]) {
 
 struct Q4_K {  // fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles: w = d*sc*q - dmin*m
     static constexpr int bytes = 144;
+    static constexpr bool grouped = false;  // (their own kernel)
     template <int RB>
     static void super_block(const uint8_t* p, const Acts& x, int64_t r0, int64_t s, __m256 (&acc)[RB]) {
         // The 12 bytes of 6-bit scales and mins to 8 scale bytes then 8 min bytes, with llama.cpp's masks
@@ -240,6 +348,7 @@ struct Q4_K {  // fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins, 128 byte
 
 struct Q6_K {  // 128 bytes of low nibbles, 64 of 2 high bits, int8 scales[16] (one per 16), fp16 d: w = d*sc*(q - 32)
     static constexpr int bytes = 210;
+    static constexpr bool grouped = false;  // (their own kernel)
     template <int RB>
     static void super_block(const uint8_t* p, const Acts& x, int64_t r0, int64_t s, __m256 (&acc)[RB]) {
         const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192);
@@ -283,29 +392,44 @@ void rows_dot_k(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O
 }
 
 // Rows of x against every weight row, the weight rows split over the threads: 8 rows of x at a time (4 on
-// AVX2, which has half the registers), then the rest. `K`: the K-quants' kernel.
+// AVX2, which has half the registers), then the rest. Weight rows go eight at a time where the type allows
+// (`group_dot`), the last O % 8 one at a time. `K`: the K-quants' kernel.
 template <typename T, bool K>
 void matmul(const Acts& x, int64_t B, const uint8_t* w, int64_t O, float* y) {
     const int64_t row_bytes = x.I / (K ? 256 : QK) * T::bytes;
-    auto tile = [&](auto rows, const uint8_t* wr, int64_t r, int64_t o) {
-        constexpr int RB = decltype(rows)::value;
-        if constexpr (K) rows_dot_k<T, RB>(wr, x, r, y, O, o);
-        else rows_dot<T, RB>(wr, x, r, y, O, o);
-    };
-    at::parallel_for(0, O, 16, [&](int64_t o0, int64_t o1) {
-        for (int64_t o = o0; o < o1; ++o) {
-            const uint8_t* wr = w + o * row_bytes;
-            int64_t r = 0;
+    constexpr bool grouped = !K && T::grouped;
+    const int64_t groups = grouped ? O / 8 : 0, singles = O - 8 * groups;
+    auto over_rows = [&](auto kernel) {  // kernel(rows, r): RB = rows of x from row r
+        int64_t r = 0;
 #if defined(__AVX512VL__)
-            for (; r + 8 <= B; r += 8) tile(std::integral_constant<int, 8>{}, wr, r, o);
+        for (; r + 8 <= B; r += 8) kernel(std::integral_constant<int, 8>{}, r);
 #endif
-            for (; r + 4 <= B; r += 4) tile(std::integral_constant<int, 4>{}, wr, r, o);
-            switch (B - r) {
-                case 3: tile(std::integral_constant<int, 3>{}, wr, r, o); break;
-                case 2: tile(std::integral_constant<int, 2>{}, wr, r, o); break;
-                case 1: tile(std::integral_constant<int, 1>{}, wr, r, o); break;
-                default: break;
+        for (; r + 4 <= B; r += 4) kernel(std::integral_constant<int, 4>{}, r);
+        switch (B - r) {
+            case 3: kernel(std::integral_constant<int, 3>{}, r); break;
+            case 2: kernel(std::integral_constant<int, 2>{}, r); break;
+            case 1: kernel(std::integral_constant<int, 1>{}, r); break;
+            default: break;
+        }
+    };
+    at::parallel_for(0, groups + singles, grouped ? 2 : 16, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+            if (i < groups) {
+                if constexpr (grouped) {
+                    const uint8_t* wr = w + 8 * i * row_bytes;
+                    over_rows([&](auto rows, int64_t r) {
+                        group_dot<T, decltype(rows)::value>(wr, row_bytes, x, r, y, O, 8 * i);
+                    });
+                }
+                continue;
             }
+            const int64_t o = 8 * groups + (i - groups);
+            const uint8_t* wr = w + o * row_bytes;
+            over_rows([&](auto rows, int64_t r) {
+                constexpr int RB = decltype(rows)::value;
+                if constexpr (K) rows_dot_k<T, RB>(wr, x, r, y, O, o);
+                else rows_dot<T, RB>(wr, x, r, y, O, o);
+            });
         }
     });
 }
