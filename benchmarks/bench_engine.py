@@ -37,6 +37,8 @@ PROMPT_TOKENS = 120
 
 def open_engine(engine: str, model: str, threads: int, tokens: int):
     """The engine, with a KV cache sized to the run (as llama-batched-bench sizes its context)."""
+    import torch
+
     from ponder.engine.backends import open_generator
 
     if engine == "llama.cpp via ponder":
@@ -46,10 +48,13 @@ def open_engine(engine: str, model: str, threads: int, tokens: int):
     from ponder.models.loader import load
     from ponder.models.registry import resolve
 
-    loaded = load_quantized(resolve(model)) if engine == "native-gguf" else load(model)
+    gguf = engine == "native-gguf"
+    loaded = load_quantized(resolve(model)) if gguf else load(model)
     cfg = loaded.config
-    per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 4  # fp32 keys and values
-    return NativeEngine(loaded, cache_bytes=int(1.2 * tokens * per_token) + (64 << 20), int8=True, name=model)
+    kv_dtype = torch.float16 if gguf else torch.float32  # as backends.open_generator opens each
+    per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * torch.finfo(kv_dtype).bits // 8
+    return NativeEngine(loaded, cache_bytes=int(1.2 * tokens * per_token) + (64 << 20), int8=True, name=model,
+                        kv_dtype=kv_dtype)
 
 
 def measure(engine: str, model: str, threads: int, new_tokens: int, batches: list[int]) -> dict[str, float]:

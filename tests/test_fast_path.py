@@ -78,11 +78,13 @@ def test_greedy_tokens_agree_with_the_reference(name: str) -> None:
     assert agree / total >= 0.95
 
 
+@pytest.mark.parametrize("pool_dtype", [torch.float32, torch.float16])  # fp16: native-gguf's pool, as llama.cpp's
 @pytest.mark.parametrize("lengths", [[1], [5, 17, 33], [40, 40]])
-def test_decode_attention_kernel_equals_sdpa_over_gathered_blocks(lengths: list[int]) -> None:
+def test_decode_attention_kernel_equals_sdpa_over_gathered_blocks(lengths: list[int], pool_dtype: torch.dtype) -> None:
     torch.manual_seed(0)
     heads, kv_heads, dim, slots = 14, 2, 64, 256
-    pool_k, pool_v = torch.randn(slots, kv_heads, dim), torch.randn(slots, kv_heads, dim)
+    pool_k = torch.randn(slots, kv_heads, dim).to(pool_dtype)
+    pool_v = torch.randn(slots, kv_heads, dim).to(pool_dtype)
     width = max(lengths)
     # Each row's positions live in scattered slots, as blocks do; padding points at slot 0.
     read = torch.stack([torch.cat([torch.randperm(slots)[:n], torch.zeros(width - n, dtype=torch.long)])
@@ -91,7 +93,7 @@ def test_decode_attention_kernel_equals_sdpa_over_gathered_blocks(lengths: list[
     got = cpu_kernels.load().decode_attention(q, pool_k, pool_v, read, torch.tensor(lengths), dim ** -0.5)
     visible = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
     expected = torch.nn.functional.scaled_dot_product_attention(
-        q[:, :, None], pool_k[read].transpose(1, 2), pool_v[read].transpose(1, 2),
+        q[:, :, None], pool_k[read].transpose(1, 2).float(), pool_v[read].transpose(1, 2).float(),
         attn_mask=visible[:, None, None, :], enable_gqa=True)[:, :, 0]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 

@@ -19,7 +19,8 @@ BACKENDS = ("native", "native-gguf", "native-fp32", "llamacpp", "vllm")
 
 def open_generator(model: str, backend: str = "native", threads: int | None = None) -> Generator:
     """native: ponder's engine on its fast path (int8 weights where the CPU allows); native-gguf: the GGUF
-    file's quantized blocks used as they are (memory-mapped, no dequantized copy); native-fp32: the exact
+    file's quantized blocks used as they are (memory-mapped, no dequantized copy; keys and values kept in fp16,
+    as llama.cpp keeps them); native-fp32: the exact
     path; llamacpp: llama.cpp on the model's GGUF file; vllm: vLLM on a GPU."""
     if backend not in BACKENDS:
         raise BadParameter(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
@@ -35,6 +36,8 @@ def open_generator(model: str, backend: str = "native", threads: int | None = No
         if path.suffix != ".gguf":
             raise BadParameter(f"the llamacpp backend needs a GGUF file, and {model} is {path}: use --backend native")
         return LlamaCppEngine(path, n_threads=threads or 2)
+    import torch
+
     from ponder.engine import cpu_kernels
     from ponder.engine.native import NativeEngine
     from ponder.models.loader import load
@@ -54,7 +57,7 @@ def open_generator(model: str, backend: str = "native", threads: int | None = No
         if not cpu_kernels.gguf_available():
             raise BadParameter("the native-gguf backend needs a CPU with AVX2, FMA and F16C and a C++ compiler: "
                                "use --backend native")
-        return NativeEngine(load_quantized(path), int8=True, name=model)
+        return NativeEngine(load_quantized(path), int8=True, name=model, kv_dtype=torch.float16)  # as llama.cpp
     return NativeEngine(load(model), int8=backend == "native", name=model)
 
 

@@ -35,9 +35,11 @@ class _Blocks:
 
 class NativeEngine(BatchedGenerator):
     def __init__(self, loaded: LoadedModel, cache_bytes: int = DEFAULT_CACHE_BYTES, block_size: int = 16,
-                 dtype: torch.dtype = torch.float32, int8: bool = False, name: str = "native"):
+                 dtype: torch.dtype = torch.float32, int8: bool = False, name: str = "native",
+                 kv_dtype: torch.dtype | None = None):
         """`int8`: the fast path where this CPU allows (int8 weights, see `int8_linear`, and the decode
-        attention kernel, see `paged_cache`); fp32 is exact."""
+        attention kernel, see `paged_cache`); fp32 is exact. `kv_dtype`: the KV cache's (default `dtype`;
+        fp16 halves it, as llama.cpp keeps its own)."""
         super().__init__()
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.fast = int8 and cpu_kernels.available()
@@ -48,9 +50,11 @@ class NativeEngine(BatchedGenerator):
             shared = {id(t): t for t in [*self.model.parameters(), *self.model.buffers()]}
             self.model = int8_linear.quantize_model(copy.deepcopy(self.model, memo=shared))
         cfg = self.model.cfg
-        self.decode_kernel = self.fast and dtype == torch.float32 and cfg.head_dim % 8 == 0
-        self.blocks = BlockPool(cache_bytes // KVPool.bytes_per_block(cfg, block_size, dtype), block_size)
-        self.kv = KVPool(cfg, self.blocks.n_blocks, block_size, dtype)
+        kv_dtype = kv_dtype or dtype
+        self.decode_kernel = (self.fast and dtype == torch.float32 and kv_dtype in (torch.float32, torch.float16)
+                              and cfg.head_dim % 8 == 0)
+        self.blocks = BlockPool(cache_bytes // KVPool.bytes_per_block(cfg, block_size, kv_dtype), block_size)
+        self.kv = KVPool(cfg, self.blocks.n_blocks, block_size, kv_dtype)
         self.info = ModelInfo(name, cfg.n_params, cfg.max_seq_len, loaded.tokenizer.stop_ids)
         self.usage = Usage()
         self.promised = 0  # blocks reserved for rows in flight, not yet allocated

@@ -65,5 +65,6 @@ class PagedKVCache:
             y = cpu_kernels.load().decode_attention(q[:, :, 0].contiguous(), keys, values, self.read_slots,
                                                      self.lengths, q.shape[-1] ** -0.5)
             return y[:, :, None]
-        keys, values = keys[self.read_slots].transpose(1, 2), values[self.read_slots].transpose(1, 2)
+        keys = keys[self.read_slots].transpose(1, 2).to(q.dtype)  # (an fp16 pool: computed in fp32)
+        values = values[self.read_slots].transpose(1, 2).to(q.dtype)
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.mask, enable_gqa=True)
