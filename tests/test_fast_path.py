@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import REAL_MODELS, ponder_model
 
 from ponder.engine import cpu_kernels, int8_linear
 from ponder.engine.native import NativeEngine
 from ponder.engine.sampling import SamplingParams
-from reference import REAL_MODELS, ponder_model
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no AVX2/FMA or no compiler for ponder's kernels")
 
@@ -41,7 +41,7 @@ def test_int8_linear_gives_each_row_the_same_bits_in_any_batch(shape: tuple[int,
 
 
 @torch.inference_mode()
-def test_a_seeded_sample_is_the_same_alone_from_the_cache_and_beside_others(tiny) -> None:  # noqa: ANN001
+def test_a_seeded_sample_is_the_same_alone_from_the_cache_and_beside_others(tiny) -> None:
     # Tokens and their log-probabilities to the last bit: the batch a sequence shares changes nothing.
     params = SamplingParams(temperature=1.0, max_tokens=12, seed=5)
     prompt, other = list(range(20, 45)), list(range(60, 71))
