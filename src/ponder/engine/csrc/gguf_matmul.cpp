@@ -301,11 +301,12 @@ inline __m256i sum_chains(const __m256i (&c)[chains<RB>()]) {
 
 struct Q4_K {  // fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles: w = d*sc*q - dmin*m
     static constexpr int bytes = 144;
-    static constexpr bool grouped = false;  // (their own kernel)
-    template <int RB>
-    static void super_block(const uint8_t* p, const Acts& x, int64_t r0, int64_t s, __m256 (&acc)[RB]) {
-        // The 12 bytes of 6-bit scales and mins to 8 scale bytes then 8 min bytes, with llama.cpp's masks
-        // (a loop over the 16 values, byte by byte, cost more than all the multiplications of a row).
+    // Not grouped: measured against `group_dot_k`, this one-row kernel is as fast at 16 rows and 1.2-1.5x
+    // faster at 1 to 4 (its minimums are one vector a super-block; Q6_K's offsets and 16 scales are not).
+    static constexpr bool grouped = false;
+    // The 12 bytes of 6-bit scales and mins to 8 scale bytes then 8 min bytes, with llama.cpp's masks
+    // (a loop over the 16 values, byte by byte, cost more than all the multiplications of a row).
+    static void scales_and_mins(const uint8_t* p, uint8_t (&sc)[16]) {
         uint32_t u[4];
         std::memcpy(u, p + 4, 12);
         u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
@@ -313,8 +314,12 @@ struct Q4_K {  // fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins, 128 byte
         u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
         u[2] = mins_low;
         u[0] &= 0x3f3f3f3f;
-        uint8_t sc[16];  // sc[0..7] the scales, sc[8..15] the mins
         std::memcpy(sc, u, 16);
+    }
+    template <int RB>
+    static void super_block(const uint8_t* p, const Acts& x, int64_t r0, int64_t s, __m256 (&acc)[RB]) {
+        uint8_t sc[16];  // sc[0..7] the scales, sc[8..15] the mins
+        scales_and_mins(p, sc);
         const float d = f16(p);
         const __m256 mins = _mm256_mul_ps(_mm256_set1_ps(f16(p + 2)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
             _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8)))));
@@ -348,7 +353,16 @@ struct Q4_K {  // fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins, 128 byte
 
 struct Q6_K {  // 128 bytes of low nibbles, 64 of 2 high bits, int8 scales[16] (one per 16), fp16 d: w = d*sc*(q - 32)
     static constexpr int bytes = 210;
-    static constexpr bool grouped = false;  // (their own kernel)
+    static constexpr bool grouped = true;  // group_dot_k
+    // Values 32j .. 32j + 31 (0..63): 4 from each half's 64 + 32 bytes.
+    static __m256i chunk(const uint8_t* p, int j) {
+        const int half = j / 4, part = j % 4;
+        const __m256i low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * half + 32 * (part % 2)));
+        const __m256i lo = _mm256_and_si256(part < 2 ? low : _mm256_srli_epi16(low, 4), _mm256_set1_epi8(0x0F));
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 128 + 32 * half));
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(h, 2 * part), _mm256_set1_epi8(3));
+        return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+    }
     template <int RB>
     static void super_block(const uint8_t* p, const Acts& x, int64_t r0, int64_t s, __m256 (&acc)[RB]) {
         const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192);
@@ -359,14 +373,8 @@ struct Q6_K {  // 128 bytes of low nibbles, 64 of 2 high bits, int8 scales[16] (
             isum[r][0] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sums, all_scales), 5));
             for (int c = 1; c < chains<RB>(); ++c) isum[r][c] = _mm256_setzero_si256();
         }
-        const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
-        for (int j = 0; j < 8; ++j) {  // 32 values: 4 from each half's 64 + 32 bytes
-            const int half = j / 4, part = j % 4;
-            const __m256i low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * half + 32 * (part % 2)));
-            const __m256i lo = _mm256_and_si256(part < 2 ? low : _mm256_srli_epi16(low, 4), m4);
-            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 128 + 32 * half));
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(h, 2 * part), m2);
-            const __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));  // 0..63
+        for (int j = 0; j < 8; ++j) {  // 32 values at a time
+            const __m256i u = chunk(p, j);
             // int16 lanes 0-7 hold values 0..15 (scale 2j), lanes 8-15 values 16..31 (scale 2j + 1)
             const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
             for (int r = 0; r < RB; ++r) {
@@ -383,6 +391,100 @@ struct Q6_K {  // 128 bytes of low nibbles, 64 of 2 high bits, int8 scales[16] (
     }
 };
 
+// Q6_K eight weight rows at a time, as `group_dot` for blocks of 32: per 32 values the eight rows' dot
+// products as one vector (the blocks transposed in registers) times each row's integer scale per 16, summed in
+// integers over the super-block, the offset of 32 taken off through the activations' sums per 16. With fewer
+// than 4 activation rows each row instead keeps the one-row kernel's int32 lanes (pair sums times the scale
+// in one `vpdpwssd`) for the whole super-block and sums across them once. The same integers either way (a
+// row's bits do not depend on its batch); one conversion and one scaled add a super-block for the eight rows.
+template <int RB>
+void group_dot_k(const uint8_t* w, int64_t row_bytes, const Acts& x, int64_t r0, float* y, int64_t O, int64_t o0) {
+    __m256 acc[RB];
+    for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps();
+    const int64_t ns = x.I / 256;
+    constexpr int lines = (8 * Q6_K::bytes + 63) / 64;  // the next stretch but one, a super-block's share at a time
+    const char* next = reinterpret_cast<const char*>(w + 16 * row_bytes);
+    constexpr bool transposed = RB >= 4;
+    for (int64_t s = 0; s < ns; ++s) {
+        for (int l = 0; l < lines; ++l) _mm_prefetch(next + (s * lines + l) * 64, _MM_HINT_T0);
+        alignas(16) uint16_t d16[8];
+        __m128i sc[8];  // each row's 16 int8 scales
+        for (int j = 0; j < 8; ++j) {
+            const uint8_t* p = w + j * row_bytes + s * Q6_K::bytes;
+            sc[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192));
+            std::memcpy(d16 + j, p + 208, 2);
+        }
+        // The offset of 32: 32 * sum over units of scale * the activations' sum there, taken off the integers.
+        __m256i tsum[RB];
+        __m256i A[8], Bv[8];  // transposed: lane j = row j's scale of unit u, A units 0-7, Bv 8-15
+        [[maybe_unused]] __m256i lanes[transposed ? 1 : RB][8];  // else: per row and weight row, int32 lanes
+        for (int r = 0; r < RB; ++r) {
+            const int16_t* s16 = x.s16 + ((r0 + r) * x.I + 256 * s) / 16;
+            if constexpr (transposed) {
+                if (r == 0) {
+                    __m256i lo[8], hi[8];
+                    for (int j = 0; j < 8; ++j) {
+                        lo[j] = _mm256_cvtepi8_epi32(sc[j]);
+                        hi[j] = _mm256_cvtepi8_epi32(_mm_srli_si128(sc[j], 8));
+                    }
+                    transpose8(lo, A);
+                    transpose8(hi, Bv);
+                }
+                __m256i m = _mm256_setzero_si256();
+                for (int u = 0; u < 8; ++u) {
+                    m = _mm256_add_epi32(m, _mm256_mullo_epi32(A[u], _mm256_set1_epi32(s16[u])));
+                    m = _mm256_add_epi32(m, _mm256_mullo_epi32(Bv[u], _mm256_set1_epi32(s16[8 + u])));
+                }
+                tsum[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(m, 5));
+            } else {  // as the one-row kernel starts its lanes
+                const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s16));
+                for (int j = 0; j < 8; ++j)
+                    lanes[r][j] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(
+                        _mm256_madd_epi16(sums, _mm256_cvtepi8_epi16(sc[j])), 5));
+            }
+        }
+        auto unit = [&](int u) { return u < 8 ? A[u] : Bv[u - 8]; };
+        for (int c = 0; c < 8; ++c) {
+            __m256i u[8];
+            for (int j = 0; j < 8; ++j) u[j] = Q6_K::chunk(w + j * row_bytes + s * Q6_K::bytes, c);
+            if constexpr (transposed) {
+                __m256i col[8];
+                transpose8(u, col);
+                for (int r = 0; r < RB; ++r) {
+                    const int8_t* xb = x.q + (r0 + r) * x.I + 256 * s + 32 * c;
+                    __m256i first = _mm256_setzero_si256(), second = _mm256_setzero_si256();
+                    for (int g = 0; g < 8; ++g) {
+                        int32_t group;
+                        std::memcpy(&group, xb + 4 * g, 4);
+                        __m256i& into = g < 4 ? first : second;  // values 0-15: unit 2c, 16-31: unit 2c + 1
+                        into = add_lane_dots(into, col[g], _mm256_set1_epi32(group));
+                    }
+                    tsum[r] = _mm256_add_epi32(tsum[r], _mm256_add_epi32(_mm256_mullo_epi32(first, unit(2 * c)),
+                                                                          _mm256_mullo_epi32(second, unit(2 * c + 1))));
+                }
+            } else {
+                for (int r = 0; r < RB; ++r) {
+                    const __m256i xq = _mm256_loadu_si256(
+                        reinterpret_cast<const __m256i*>(x.q + (r0 + r) * x.I + 256 * s + 32 * c));
+                    for (int j = 0; j < 8; ++j) {
+                        const int8_t* scj = reinterpret_cast<const int8_t*>(w + j * row_bytes + s * Q6_K::bytes + 192);
+                        const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(scj[2 * c + 1]), _mm_set1_epi16(scj[2 * c]));
+                        lanes[r][j] = add_scaled(lanes[r][j], _mm256_maddubs_epi16(u[j], xq), scales);
+                    }
+                }
+            }
+        }
+        if constexpr (!transposed)
+            for (int r = 0; r < RB; ++r) tsum[r] = sum_lanes8(lanes[r]);
+        const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(d16)));
+        for (int r = 0; r < RB; ++r) {
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tsum[r]),
+                                     _mm256_mul_ps(dw, _mm256_set1_ps(x.d[(r0 + r) * ns + s])), acc[r]);
+        }
+    }
+    for (int r = 0; r < RB; ++r) _mm256_storeu_ps(y + (r0 + r) * O + o0, acc[r]);
+}
+
 template <typename T, int RB>
 void rows_dot_k(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O, int64_t o) {
     __m256 acc[RB];  // a row's super-blocks in order, whatever RB is (batch invariance, as above)
@@ -397,7 +499,7 @@ void rows_dot_k(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O
 template <typename T, bool K>
 void matmul(const Acts& x, int64_t B, const uint8_t* w, int64_t O, float* y) {
     const int64_t row_bytes = x.I / (K ? 256 : QK) * T::bytes;
-    constexpr bool grouped = !K && T::grouped;
+    constexpr bool grouped = T::grouped;
     const int64_t groups = grouped ? O / 8 : 0, singles = O - 8 * groups;
     auto over_rows = [&](auto kernel) {  // kernel(rows, r): RB = rows of x from row r
         int64_t r = 0;
@@ -418,7 +520,9 @@ void matmul(const Acts& x, int64_t B, const uint8_t* w, int64_t O, float* y) {
                 if constexpr (grouped) {
                     const uint8_t* wr = w + 8 * i * row_bytes;
                     over_rows([&](auto rows, int64_t r) {
-                        group_dot<T, decltype(rows)::value>(wr, row_bytes, x, r, y, O, 8 * i);
+                        constexpr int RB = decltype(rows)::value;
+                        if constexpr (K) group_dot_k<RB>(wr, row_bytes, x, r, y, O, 8 * i);  // Q6_K
+                        else group_dot<T, RB>(wr, row_bytes, x, r, y, O, 8 * i);
                     });
                 }
                 continue;
