@@ -45,6 +45,7 @@ def open_engine(engine: str, model: str, threads: int, tokens: int):
         return open_generator(model, "llamacpp", threads=threads)
     from ponder.engine.gguf_linear import load_quantized
     from ponder.engine.native import NativeEngine
+    from ponder.engine.paged_cache import KVPool
     from ponder.models.loader import load
     from ponder.models.registry import resolve
 
@@ -52,7 +53,7 @@ def open_engine(engine: str, model: str, threads: int, tokens: int):
     loaded = load_quantized(resolve(model)) if gguf else load(model)
     cfg = loaded.config
     kv_dtype = torch.float16 if gguf else torch.float32  # as backends.open_generator opens each
-    per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * torch.finfo(kv_dtype).bits // 8
+    per_token = KVPool.bytes_per_block(cfg, 1, kv_dtype)
     return NativeEngine(loaded, cache_bytes=int(1.2 * tokens * per_token) + (64 << 20), int8=True, name=model,
                         kv_dtype=kv_dtype)
 

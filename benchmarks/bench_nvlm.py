@@ -16,8 +16,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from ponder.stats import bootstrap_interval, mean
 from ponder.tasks.images import questions
 from ponder.vision.checkpoint import load_vision
@@ -51,11 +49,11 @@ def answers(folder: Path, size: int, seed: int) -> dict[str, list[dict]]:
 def base_text(size: int, seed: int, base: str) -> list[bool]:
     """The base decoder on the same sums: a D model with no image is exactly it (tests/test_vision.py)."""
     from ponder.models.loader import load
-    from ponder.vision.model import VisionConfig, VisionLanguageModel
+    from ponder.vision.model import VisionConfig, VisionLanguageModel, default_device
 
     loaded = load(base)
     model = VisionLanguageModel(loaded.model, loaded.tokenizer, VisionConfig(design="d")).eval()
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(default_device())
     return [q.check(model.generate(None, q.question, max_tokens=16).text) for q in questions("text", size, seed)]
 
 

@@ -20,8 +20,8 @@ BACKENDS = ("native", "native-gguf", "native-fp32", "llamacpp", "vllm")
 def open_generator(model: str, backend: str = "native", threads: int | None = None) -> Generator:
     """native: ponder's engine on its fast path (int8 weights where the CPU allows); native-gguf: the GGUF
     file's quantized blocks used as they are (memory-mapped, no dequantized copy; keys and values kept in fp16,
-    as llama.cpp keeps them); native-fp32: the exact
-    path; llamacpp: llama.cpp on the model's GGUF file; vllm: vLLM on a GPU."""
+    as llama.cpp keeps them); native-fp32: the exact path; llamacpp: llama.cpp on the model's GGUF file; vllm:
+    vLLM on a GPU."""
     if backend not in BACKENDS:
         raise BadParameter(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "vllm":

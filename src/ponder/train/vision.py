@@ -32,7 +32,7 @@ from ponder.train.checkpoints import done, keep_metrics_through, resume, save_ch
 from ponder.train.encoder import TRAIN_SEEDS, load_encoder, schedule_for
 from ponder.train.lora import add_lora
 from ponder.vision.checkpoint import save_vision
-from ponder.vision.model import VisionConfig, VisionLanguageModel
+from ponder.vision.model import VisionConfig, VisionLanguageModel, default_device
 
 CAPTION = "Describe the image: the number written in it, and how many shapes of each kind and colour."
 
@@ -72,7 +72,7 @@ def train_vision(out: Path, settings: VisionSettings, say: Callable[[str], None]
     torch.manual_seed(settings.seed)
     model = VisionLanguageModel(loaded.model, loaded.tokenizer, cfg)
     model.encoder.load_state_dict(encoder.state_dict())
-    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))  # the same steps on a GPU, faster
+    model.to(default_device())  # the same steps on a GPU, faster
     model.requires_grad_(False)
     model.projector.requires_grad_(True)
     model.xattn.requires_grad_(True)

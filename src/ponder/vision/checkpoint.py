@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ponder.errors import BadCheckpoint, ModelNotPulled
 from ponder.models.loader import load
-from ponder.vision.model import VisionConfig, VisionLanguageModel
+from ponder.vision.model import VisionConfig, VisionLanguageModel, default_device
 
 CONFIG, WEIGHTS = "vision.json", "vision.safetensors"
 SHIPPED = ("nvlm-d-smollm2", "nvlm-x-smollm2", "nvlm-h-smollm2")  # trained here, shipped in the package
@@ -83,4 +83,4 @@ def load_vision(folder: Path, device: str | None = None) -> VisionLanguageModel:
             path = key.removesuffix(".lora_A")
             weight = loaded.model.get_submodule(path.removeprefix("decoder.")).weight
             weight += scale * (tensors[path + ".lora_B"].float() @ tensors[key].float()).to(weight.dtype)
-    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+    return model.to(device or default_device()).eval()

@@ -68,6 +68,11 @@ class Sequence:
     n_image_inline: int = 0
 
 
+def default_device() -> str:
+    """Where a vision model trains and runs unless told: the GPU where there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class VisionLanguageModel(nn.Module):
     def __init__(self, decoder: Transformer, tokenizer: Tokenizer, cfg: VisionConfig):
         super().__init__()

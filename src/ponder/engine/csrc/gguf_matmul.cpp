@@ -363,6 +363,10 @@ struct Q6_K {  // 128 bytes of low nibbles, 64 of 2 high bits, int8 scales[16] (
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(h, 2 * part), _mm256_set1_epi8(3));
         return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
     }
+    // For chunk j's int16 pair sums: lanes 0-7 hold values 0..15 (scale 2j), lanes 8-15 values 16..31 (2j + 1).
+    static __m256i pair_scales(const int8_t* sc, int j) {
+        return _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
+    }
     template <int RB>
     static void super_block(const uint8_t* p, const Acts& x, int64_t r0, int64_t s, __m256 (&acc)[RB]) {
         const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192);
@@ -375,8 +379,7 @@ struct Q6_K {  // 128 bytes of low nibbles, 64 of 2 high bits, int8 scales[16] (
         }
         for (int j = 0; j < 8; ++j) {  // 32 values at a time
             const __m256i u = chunk(p, j);
-            // int16 lanes 0-7 hold values 0..15 (scale 2j), lanes 8-15 values 16..31 (scale 2j + 1)
-            const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
+            const __m256i scales = pair_scales(sc, j);
             for (int r = 0; r < RB; ++r) {
                 const __m256i xq = _mm256_loadu_si256(
                     reinterpret_cast<const __m256i*>(x.q + (r0 + r) * x.I + 256 * s + 32 * j));
@@ -463,14 +466,14 @@ void group_dot_k(const uint8_t* w, int64_t row_bytes, const Acts& x, int64_t r0,
                                                                           _mm256_mullo_epi32(second, unit(2 * c + 1))));
                 }
             } else {
+                __m256i scales[8];
+                for (int j = 0; j < 8; ++j)
+                    scales[j] = Q6_K::pair_scales(reinterpret_cast<const int8_t*>(w + j * row_bytes + s * Q6_K::bytes + 192), c);
                 for (int r = 0; r < RB; ++r) {
                     const __m256i xq = _mm256_loadu_si256(
                         reinterpret_cast<const __m256i*>(x.q + (r0 + r) * x.I + 256 * s + 32 * c));
-                    for (int j = 0; j < 8; ++j) {
-                        const int8_t* scj = reinterpret_cast<const int8_t*>(w + j * row_bytes + s * Q6_K::bytes + 192);
-                        const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(scj[2 * c + 1]), _mm_set1_epi16(scj[2 * c]));
-                        lanes[r][j] = add_scaled(lanes[r][j], _mm256_maddubs_epi16(u[j], xq), scales);
-                    }
+                    for (int j = 0; j < 8; ++j)
+                        lanes[r][j] = add_scaled(lanes[r][j], _mm256_maddubs_epi16(u[j], xq), scales[j]);
                 }
             }
         }
