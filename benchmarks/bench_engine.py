@@ -1,7 +1,7 @@
 """The native engine against llama.cpp at its best (its own C++ llama-batched-bench), side by side in one run.
 
     .venv/bin/python benchmarks/bench_engine.py [--model qwen2.5-coder-0.5b-instruct] [--threads 2] \
-        [--batches 1,4,16,64] [--new-tokens 128]
+        [--batches 1,4,16,64] [--new-tokens 128] [--repeats 3] [--isa avx2]
 
 Same model file, same shapes: one shared 120-token prompt, then n sequences of `--new-tokens` each, for every
 n. Each engine runs in a process of its own (its cold load and peak memory are its alone):
@@ -11,14 +11,19 @@ n. Each engine runs in a process of its own (its cold load and peak memory are i
 - llama-batched-bench: llama.cpp's own C++ tool (built once by benchmarks/llama_cpp_tools.py), the anchor.
 Decode rates are generated tokens/s over all n sequences with the prompt already computed (ponder's engines
 reuse its cached blocks, llama-batched-bench -pps computes it once); prefill is the prompt's tokens/s alone.
-Prints every figure and each engine's ratio to llama-batched-bench.
+Prints every figure and each engine's ratio to llama-batched-bench. With `--repeats R` the anchor and the
+engines take turns R times and each figure is the median of its R (the machines here drift by 15-25% between runs
+minutes apart; taking turns spreads the drift over both sides). `--isa avx2` runs both sides on AVX2 alone (ponder's
+AVX2 kernels, llama.cpp built without AVX-512): an AVX2-only machine's code on this CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -83,9 +88,10 @@ def measure(engine: str, model: str, threads: int, new_tokens: int, batches: lis
 
 
 def in_subprocess(engine: str, args: argparse.Namespace) -> dict[str, float]:
+    env = os.environ | ({"PONDER_GGUF_ISA": args.isa} if args.isa != "native" else {})
     done = subprocess.run([sys.executable, __file__, "--worker", engine, "--model", args.model, "--threads",
                            str(args.threads), "--new-tokens", str(args.new_tokens), "--batches", args.batches],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{engine} failed: {done.stderr.strip()[-500:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -98,6 +104,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--batches", default="1,4,16,64")
     parser.add_argument("--engines", default=",".join(ENGINES), help="which of ponder's to run beside the anchor")
+    parser.add_argument("--repeats", type=int, default=1, help="turns each side takes; figures are their medians")
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
+                        help="avx2: both sides on AVX2 alone (ponder's AVX2 kernels, llama.cpp built without AVX-512)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     batches = [int(n) for n in args.batches.split(",")]
@@ -109,15 +118,23 @@ def main() -> None:
     from ponder.models.registry import resolve
 
     path = resolve(args.model)
-    results = {"llama-batched-bench": run_batched_bench(path, PROMPT_TOKENS, args.new_tokens, tuple(batches),
-                                                        args.threads)}
-    results["llama-batched-bench"]["cold load s"] = float("nan")  # the tool does not say; see the note below
     engines = args.engines.split(",")
-    for engine in engines:
-        results[engine] = in_subprocess(engine, args)
+    turns: dict[str, list[dict[str, float]]] = {name: [] for name in ["llama-batched-bench", *engines]}
+    for turn in range(args.repeats):
+        anchor_run = run_batched_bench(path, PROMPT_TOKENS, args.new_tokens, tuple(batches), args.threads,
+                                       isa=args.isa)
+        turns["llama-batched-bench"].append(anchor_run | {"cold load s": float("nan")})  # the tool does not say
+        for engine in engines:
+            turns[engine].append(in_subprocess(engine, args))
+        if args.repeats > 1:
+            print(f"turn {turn + 1} of {args.repeats}: " + json.dumps({k: v[-1] for k, v in turns.items()}), flush=True)
+    results = {name: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+               for name, runs in turns.items()}
     anchor = results["llama-batched-bench"]
 
-    table = Table(f"{args.model}, {args.threads} threads, {cpu_kernels.best_gguf_isa()} kernels",
+    isa = "avx2" if args.isa == "avx2" else cpu_kernels.best_gguf_isa()
+    medians = f", medians of {args.repeats} turns" if args.repeats > 1 else ""
+    table = Table(f"{args.model}, {args.threads} threads, {isa} kernels (llama.cpp: {args.isa}){medians}",
                   *engines, "llama-batched-bench", *(f"{e} / anchor" for e in engines))
     rows = [*(f"n={n} tokens/s" for n in batches), "prefill tokens/s", "peak RSS GB", "cold load s"]
     for row in rows:

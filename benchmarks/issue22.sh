@@ -4,11 +4,13 @@
 #   Training questions: 200 gsm_symbolic questions of another seed (none of them an evaluation question), sampled
 #   8 times each; the right samples become rejection-sampled SFT rows, right-wrong pairs DPO rows. A quarter of the
 #   templates is held out of training: reports give the evaluation questions of seen and unseen templates apart.
-#   The 0.5B before, after SFT (LoRA), after SFT + DPO (LoRA): greedy and majority@4 on the 100 evaluation questions.
-#   "Before" is issue 21's chain-of-thought run (runs/gsm-cot.db: the same questions, seeds and settings; it also has
-#   majority@16 and confidence), so this queue runs after benchmarks/issue21.sh.
+#   The 0.5B before, after SFT (LoRA), after SFT + DPO (LoRA): greedy and majority@4 and @8 on the 100 evaluation
+#   questions, and on the chain_sum ladder (another task: does it carry over?). "Before" is issue 21's chain-of-thought
+#   run (runs/gsm-cot.db: the same questions, seeds and settings; majority@16, the goal, and confidence) and the
+#   ladder run of benchmarks/evidence.sh (runs/ladder.db), majority@8 read off their pools' first 8 samples
+#   (benchmarks/pool_budgets.py), so this queue runs after benchmarks/issue21.sh.
 # Hours of 2 cores, estimated from 60 sampled tokens/s and ~110 trained tokens/s (benchmarks/bench_train.py, LoRA
-# bf16): ~1.9 (the training pool), ~0.5 (SFT), ~0.5 (DPO), ~0.5 and ~0.5 (after); the revision model ~0.5,
+# bf16): ~1.9 (the training pool), ~0.5 (SFT), ~0.5 (DPO), ~0.8 and ~0.8 (after); the revision model ~0.5,
 # revisions prompted and trained ~1 each (per difficulty bin in the report: by the pooled samples' pass rate).
 set -euo pipefail
 main() {
@@ -21,11 +23,16 @@ PONDER=.venv/bin/ponder
 export PYTHONUNBUFFERED=1
 step() { echo "== $(date -u +%FT%TZ) $*"; }
 $PY benchmarks/snapshot.py restore
-EVAL=(--task gsm_symbolic --size 100 --strategies greedy,majority --budgets 4)
+EVAL=(--task gsm_symbolic --size 100 --strategies greedy,majority --budgets 4,8)
+LADDER=(--task chain_sum_ladder --size 50 --strategies greedy,majority --budgets 8)
 BEFORE=runs/gsm-cot.db
 
-step "1. before: the 0.5B, greedy and majority@4 (issue 21's run)"
-test -s $BEFORE || { echo "$BEFORE is missing: run benchmarks/issue21.sh first"; exit 1; }
+step "1. before: the 0.5B, greedy and majority@4, @16 (issue 21's run), @8 read off its pool; the same on the ladder"
+for run in $BEFORE runs/ladder.db; do
+    test -s $run || { echo "$run is missing: run benchmarks/issue21.sh and benchmarks/evidence.sh first"; exit 1; }
+done
+$PY benchmarks/pool_budgets.py $BEFORE --budgets 8 --out runs/gsm-cot-at-8.db
+$PY benchmarks/pool_budgets.py runs/ladder.db --budgets 8 --out runs/ladder-at-8.db
 step "2. the training pool: 200 questions of seed 7, 8 samples each"
 $PONDER eval --task gsm_symbolic --task-seed 7 --size 200 --strategies majority --budgets 8 --out runs/gsm-train-pool.db
 step "3. training sets, a quarter of the templates held out"
@@ -37,16 +44,21 @@ $PONDER train sft qwen2.5-coder-0.5b-instruct runs/train/gsm-sft.jsonl --out run
     --bf16 --steps $(( 2 * ROWS / 16 )) --save-every 5
 step "5. after SFT: greedy and majority@4"
 $PONDER eval --model runs/train/gsm-sft "${EVAL[@]}" --out runs/gsm-after-sft.db
+$PONDER eval --model runs/train/gsm-sft "${LADDER[@]}" --out runs/ladder-after-sft.db
 step "6. DPO on the SFT model (LoRA 16, bf16 autocast, one pass)"
 $PONDER train dpo runs/train/gsm-sft runs/train/gsm-pairs.jsonl --out runs/train/gsm-dpo --lora-rank 16 --bf16 \
     --save-every 5
 step "7. after SFT + DPO: greedy and majority@4"
 $PONDER eval --model runs/train/gsm-dpo "${EVAL[@]}" --out runs/gsm-after-dpo.db
+$PONDER eval --model runs/train/gsm-dpo "${LADDER[@]}" --out runs/ladder-after-dpo.db
 step "8. reports: seen and unseen templates"
 for which in seen unseen; do
-    $PONDER report $BEFORE --compare runs/gsm-after-sft.db --compare runs/gsm-after-dpo.db \
-        --templates $which --out runs/gsm-trained-$which.html --figures docs/figures/trained-$which
+    $PONDER report $BEFORE --compare runs/gsm-cot-at-8.db --compare runs/gsm-after-sft.db \
+        --compare runs/gsm-after-dpo.db --templates $which --out runs/gsm-trained-$which.html \
+        --figures docs/figures/trained-$which
 done
+$PONDER report runs/ladder.db --compare runs/ladder-at-8.db --compare runs/ladder-after-sft.db \
+    --compare runs/ladder-after-dpo.db --out runs/ladder-trained.html --figures docs/figures/trained-ladder
 step "9. a revision model: SFT on revision chains (0-4 wrong attempts, then a right answer) from the same pool"
 $PONDER train data runs/gsm-train-pool.db --revisions runs/train/gsm-revisions.jsonl --per-question 4 \
     --hold-out-templates 0.25

@@ -1,11 +1,13 @@
 """llama.cpp's own C++ tools, built once from the sources that the installed llama-cpp-python vendors.
 
-    .venv/bin/python benchmarks/llama_cpp_tools.py   # builds llama-batched-bench (~10 minutes on 2 cores), prints its path
+    .venv/bin/python benchmarks/llama_cpp_tools.py [avx2]   # builds llama-batched-bench (~10 min on 2 cores)
 
 The reference for engine speed is llama.cpp with no Python between its steps: `llama-batched-bench`. Its
 sources come from PyPI (the llama-cpp-python source package of the installed version, which vendors
 llama.cpp), so nothing outside the package registries is needed. Built with GGML_NATIVE (this CPU's
-instructions, as llama.cpp's own build does by default) under PONDER_HOME/llama.cpp-tools/VERSION/.
+instructions, as llama.cpp's own build does by default) under PONDER_HOME/llama.cpp-tools/VERSION/, and on
+request for AVX2 alone (GGML_NATIVE off, AVX-512 off) under .../VERSION/avx2/: llama.cpp as it runs on an AVX2-only
+machine, to set beside ponder's AVX2 kernels on the same CPU.
 """
 
 from __future__ import annotations
@@ -27,9 +29,15 @@ def tools_dir() -> Path:
     return ponder_home() / "llama.cpp-tools" / importlib.metadata.version("llama_cpp_python")
 
 
-def batched_bench() -> Path:
-    """The path of llama-batched-bench, built first if it is not there yet."""
-    binary = tools_dir() / "bin" / "llama-batched-bench"
+# The instruction sets a build may use: "native" (this CPU's, llama.cpp's default) or AVX2 alone.
+ISA_FLAGS = {"native": ["-DGGML_NATIVE=ON"],
+             "avx2": ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+                      "-DGGML_BMI2=ON", "-DGGML_AVX512=OFF", "-DGGML_AVX_VNNI=OFF"]}
+
+
+def batched_bench(isa: str = "native") -> Path:
+    """The path of llama-batched-bench built for `isa` (see ISA_FLAGS), built first if it is not there yet."""
+    binary = (tools_dir() if isa == "native" else tools_dir() / isa) / "bin" / "llama-batched-bench"
     if binary.exists():
         return binary
     version = importlib.metadata.version("llama_cpp_python")
@@ -42,7 +50,7 @@ def batched_bench() -> Path:
         source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
         build = work / "build"
         subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                        "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                        *ISA_FLAGS[isa], "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
                         "-DBUILD_SHARED_LIBS=OFF"], check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["cmake", "--build", str(build), "--target", "llama-batched-bench", "-j",
                         str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
@@ -56,14 +64,14 @@ def batched_bench() -> Path:
 
 
 def run_batched_bench(model: Path, prompt: int, generate: int, batches: tuple[int, ...], threads: int,
-                      shared_prompt: bool = True) -> dict[str, float]:
+                      shared_prompt: bool = True, isa: str = "native") -> dict[str, float]:
     """llama-batched-bench on `model`: per batch size n, generated tokens/s (all sequences together) as
     `n=N tokens/s`, the prompt's tokens/s as `prefill tokens/s`, and the tool's peak RSS in GB. With `shared_prompt` the n sequences share one prompt (-pps), as ponder's samples do."""
     context = max(batches) * (prompt + generate) + prompt
     # The first configuration runs cold (its n = 1 and prefill came out at half speed in some runs): it is run
     # twice and the second counts; prefill is the best over all configurations (the anchor at its best).
     runs = [batches[0], *batches]
-    command = [str(batched_bench()), "-m", str(model), "-c", str(context), "-b", "2048", "-ub", "512",
+    command = [str(batched_bench(isa)), "-m", str(model), "-c", str(context), "-b", "2048", "-ub", "512",
                "-npp", str(prompt), "-ntg", str(generate), "-npl", ",".join(map(str, runs)), "-t", str(threads),
                *(["-pps"] if shared_prompt else [])]
     done = subprocess.run(["/usr/bin/time", "-f", "peak-rss-kb %M", *command], capture_output=True, text=True, check=False)
@@ -83,4 +91,4 @@ def run_batched_bench(model: Path, prompt: int, generate: int, batches: tuple[in
 
 
 if __name__ == "__main__":
-    print(batched_bench())
+    print(batched_bench(sys.argv[1] if len(sys.argv) > 1 else "native"))

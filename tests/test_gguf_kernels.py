@@ -63,9 +63,10 @@ def test_kernel_matches_dequantized_reference(qtype: Q, n: int, isa: str) -> Non
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_a_row_does_not_depend_on_its_batch(isa: str) -> None:
-    rng = np.random.default_rng(0)
-    layer = GGUFLinear(random_blocks(Q.Q4_K, 40, 256, rng), Q.Q4_K, 256, isa=isa)
+@pytest.mark.parametrize("qtype", sorted(KERNEL_TYPES), ids=lambda q: q.name)
+def test_a_row_does_not_depend_on_its_batch(qtype: Q, isa: str) -> None:
+    rng = np.random.default_rng(0)  # 40 weight rows: five groups of eight (lanes summed under 4 rows, else transposed)
+    layer = GGUFLinear(random_blocks(qtype, 40, 256, rng), qtype, 256, isa=isa)
     x = torch.from_numpy(rng.standard_normal((9, 256)).astype(np.float32))
     together = layer(x)
     for i in range(9):  # alone, and as the odd row of every tile shape

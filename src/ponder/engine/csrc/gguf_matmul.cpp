@@ -106,40 +106,44 @@ inline __m256i bits_to_bytes(const uint8_t* p) {  // 32 bits -> byte j is 0xFF w
 
 // Each type also gives its stored values unsigned (`values`: w = d * (value - offset), plus Q4_1's minimum) for
 // the grouped kernel below. Q8_0's values + 128 reach 255: only `vpdpbusd` takes them exactly (AVX2's int16
-// pair sums would saturate), so on AVX2 Q8_0 keeps the one-row kernel.
+// pair sums would saturate), so on AVX2 Q8_0 gives its values signed (`signed_values`) and the grouped kernel
+// multiplies |w| by x with w's sign, as the one-row kernel does.
 struct Q8_0 {  // fp16 d, int8 q[32]: w = d * q
-    static constexpr int bytes = 34, offset = 128;
-    static constexpr bool has_min = false;
+    static constexpr int bytes = 34;
+    static constexpr bool has_min = false, grouped = true;
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    static constexpr bool grouped = true;
+    static constexpr int offset = 128;
+    static constexpr bool signed_values = false;
+    static __m256i values(const uint8_t* p) {
+        return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)), _mm256_set1_epi8(-128));
+    }
 #else
-    static constexpr bool grouped = false;
+    static constexpr int offset = 0;
+    static constexpr bool signed_values = true;
+    static __m256i values(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)); }
 #endif
     static Block block(const uint8_t* p) {
         return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)), f16(p), 0};
-    }
-    static __m256i values(const uint8_t* p) {
-        return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2)), _mm256_set1_epi8(-128));
     }
 };
 
 struct Q4_0 {  // fp16 d, 16 bytes of nibbles: w = d * (q - 8)
     static constexpr int bytes = 18, offset = 8;
-    static constexpr bool has_min = false, grouped = true;
+    static constexpr bool has_min = false, grouped = true, signed_values = false;
     static Block block(const uint8_t* p) { return {_mm256_sub_epi8(values(p), _mm256_set1_epi8(8)), f16(p), 0}; }
     static __m256i values(const uint8_t* p) { return nibbles(p + 2); }
 };
 
 struct Q4_1 {  // fp16 d, fp16 m, nibbles: w = d * q + m
     static constexpr int bytes = 20, offset = 0;
-    static constexpr bool has_min = true, grouped = true;
+    static constexpr bool has_min = true, grouped = true, signed_values = false;
     static Block block(const uint8_t* p) { return {values(p), f16(p), -f16(p + 2)}; }
     static __m256i values(const uint8_t* p) { return nibbles(p + 4); }
 };
 
 struct Q5_0 {  // fp16 d, 32 high bits, nibbles: w = d * (q - 16), q = nibble | high bit << 4
     static constexpr int bytes = 22, offset = 16;
-    static constexpr bool has_min = false, grouped = true;
+    static constexpr bool has_min = false, grouped = true, signed_values = false;
     static Block block(const uint8_t* p) { return {_mm256_sub_epi8(values(p), _mm256_set1_epi8(16)), f16(p), 0}; }
     static __m256i values(const uint8_t* p) {
         return _mm256_or_si256(nibbles(p + 6), _mm256_and_si256(bits_to_bytes(p + 2), _mm256_set1_epi8(0x10)));
@@ -245,7 +249,12 @@ void group_dot(const uint8_t* w, int64_t row_bytes, const Acts& x, int64_t r0, f
         if constexpr (T::has_min) mw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(m16)));
         constexpr bool transposed = RB >= 4;
         __m256i col[8];
-        if constexpr (transposed) transpose8(u, col);
+        __m256i mag[8];  // signed values: |w| (unsigned as the instruction needs), the sign moved onto x
+        if constexpr (transposed) {
+            transpose8(u, col);
+            if constexpr (T::signed_values)
+                for (int g = 0; g < 8; ++g) mag[g] = _mm256_sign_epi8(col[g], col[g]);
+        }
         for (int r = 0; r < RB; ++r) {
             const int64_t row = r0 + r;
             const int8_t* xb = x.q + row * x.I + k * QK;
@@ -254,12 +263,16 @@ void group_dot(const uint8_t* w, int64_t row_bytes, const Acts& x, int64_t r0, f
                 for (int g = 0; g < 8; ++g) {
                     int32_t group;
                     std::memcpy(&group, xb + 4 * g, 4);
-                    sums = add_lane_dots(sums, col[g], _mm256_set1_epi32(group));
+                    const __m256i xg = _mm256_set1_epi32(group);
+                    if constexpr (T::signed_values) sums = add_lane_dots(sums, mag[g], _mm256_sign_epi8(xg, col[g]));
+                    else sums = add_lane_dots(sums, col[g], xg);
                 }
             } else {
                 const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb));
                 __m256i dots[8];
-                for (int j = 0; j < 8; ++j) dots[j] = lane_dots(u[j], xq);
+                for (int j = 0; j < 8; ++j)
+                    dots[j] = T::signed_values ? lane_dots(_mm256_sign_epi8(u[j], u[j]), _mm256_sign_epi8(xq, u[j]))
+                                               : lane_dots(u[j], xq);
                 sums = sum_lanes8(dots);
             }
             if constexpr (T::offset != 0) {
