@@ -47,6 +47,9 @@ $PY benchmarks/bench_confidence.py runs/gsm-cot.db | tee runs/gsm-confidence.txt
 step "7. gsm_symbolic, chains of thought and programs in turn"
 $PONDER eval --task gsm_symbolic --size 100 --format mixed --strategies majority --budgets 4,16 \
     --out runs/gsm-mixed.db
+step "8. gsm_symbolic: every format and strategy beside the 1.5B, one table and one figure"
+$PONDER report runs/gsm-program.db --compare runs/gsm-cot.db --compare runs/gsm-mixed.db --compare runs/gsm-1.5b.db \
+    --figures docs/figures/gsm --out runs/gsm.html
 step "done"
 }
 main "$@"

@@ -43,8 +43,10 @@ def batched_bench(isa: str = "native") -> Path:
     version = importlib.metadata.version("llama_cpp_python")
     work = Path(tempfile.mkdtemp(prefix="llama.cpp-build-"))
     try:
+        # The source package alone (its build requirements may come as wheels: with `--no-binary :all:` pip builds
+        # hatchling and the rest from source first, for many minutes).
         subprocess.run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-binary",
-                        ":all:", "--no-deps", "--quiet", "-d", str(work)], check=True)
+                        "llama-cpp-python", "--no-deps", "--quiet", "-d", str(work)], check=True)
         with tarfile.open(next(work.glob("llama_cpp_python-*.tar.gz"))) as sdist:
             sdist.extractall(work, filter="data")
         source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
@@ -66,7 +68,8 @@ def batched_bench(isa: str = "native") -> Path:
 def run_batched_bench(model: Path, prompt: int, generate: int, batches: tuple[int, ...], threads: int,
                       shared_prompt: bool = True, isa: str = "native") -> dict[str, float]:
     """llama-batched-bench on `model`: per batch size n, generated tokens/s (all sequences together) as
-    `n=N tokens/s`, the prompt's tokens/s as `prefill tokens/s`, and the tool's peak RSS in GB. With `shared_prompt` the n sequences share one prompt (-pps), as ponder's samples do."""
+    `n=N tokens/s`, the prompt's tokens/s as `prefill tokens/s`, and the tool's peak RSS in GB. With `shared_prompt`
+    the n sequences share one prompt (-pps), as ponder's samples do."""
     context = max(batches) * (prompt + generate) + prompt
     # The first configuration runs cold (its n = 1 and prefill came out at half speed in some runs): it is run
     # twice and the second counts; prefill is the best over all configurations (the anchor at its best).
@@ -74,7 +77,8 @@ def run_batched_bench(model: Path, prompt: int, generate: int, batches: tuple[in
     command = [str(batched_bench(isa)), "-m", str(model), "-c", str(context), "-b", "2048", "-ub", "512",
                "-npp", str(prompt), "-ntg", str(generate), "-npl", ",".join(map(str, runs)), "-t", str(threads),
                *(["-pps"] if shared_prompt else [])]
-    done = subprocess.run(["/usr/bin/time", "-f", "peak-rss-kb %M", *command], capture_output=True, text=True, check=False)
+    done = subprocess.run(["/usr/bin/time", "-f", "peak-rss-kb %M", *command], capture_output=True, text=True,
+                          check=False)
     if done.returncode != 0:
         raise RuntimeError(f"llama-batched-bench failed: {done.stderr.strip().splitlines()[-3:]}")
     out: dict[str, float] = {}

@@ -89,6 +89,7 @@ def _figure(cells: dict[str, list[Cell]], difficulty_bin: int | None, title: str
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # a colour per line even with several runs compared
     for k, (label, run_cells) in enumerate(cells.items()):
         chosen = [c for c in run_cells if c.difficulty_bin == difficulty_bin and c.flops > 0]
         for strategy in sorted({c.strategy for c in chosen}):
@@ -106,7 +107,7 @@ def _figure(cells: dict[str, list[Cell]], difficulty_bin: int | None, title: str
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the plot: never over a point
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
