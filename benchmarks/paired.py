@@ -18,7 +18,8 @@ from ponder.jobs import RunStore
 from ponder.stats import bootstrap_interval, mean
 
 
-def side(spec: str) -> tuple[str, dict[str, float]]:
+def side(spec: str) -> dict[str, float]:
+    """Question -> mean correctness over its seeds, for the cell of STORE:CELL."""
     store, _, cell = spec.rpartition(":")
     if not store or "@" not in cell:
         raise SystemExit(f"{spec!r}: give STORE:CELL, e.g. runs/gsm-cot.db:majority@16")
@@ -28,7 +29,7 @@ def side(spec: str) -> tuple[str, dict[str, float]]:
         raise SystemExit(str(error)) from None
     if cell not in cells:
         raise SystemExit(f"{store} has no cell {cell}; it has {', '.join(sorted(cells))}")
-    return cell, {q: v["correct"] for q, v in cells[cell].items()}
+    return {q: v["correct"] for q, v in cells[cell].items()}
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("a", help="STORE:CELL")
     parser.add_argument("b", help="STORE:CELL, subtracted from a")
     args = parser.parse_args()
-    (_, a), (_, b) = side(args.a), side(args.b)
+    a, b = side(args.a), side(args.b)
     shared = sorted(set(a) & set(b))
     if not shared:
         raise SystemExit("the two runs share no question: were they run on the same task, size and task seed?")
