@@ -15,9 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ponder.eval.grid import _tasks
 from ponder.jobs import RunStore
 from ponder.search.base import Candidate, majority
+from ponder.tasks import load_tasks
+from ponder.tasks.program import with_format
 
 
 def at_budget(row: dict, n: int, vote_key, check, n_params: float) -> dict[str, dict]:
@@ -51,8 +52,9 @@ def main() -> None:
         settings, items = store.settings, store.items()
     if "majority" not in settings["strategies"]:
         sys.exit(f"{args.run}: the grid has no majority cells to read a pool from")
-    tasks = {t.id: t for t in _tasks(settings["tasks"], settings["size"], settings["task_seed"],
-                                      settings.get("answer_format", "cot"))}
+    answer_format = settings.get("answer_format", "cot")  # as the grid loaded them: the format decides the checker
+    tasks = {t.id: with_format(t, answer_format)
+             for t in load_tasks(settings["tasks"], settings["size"], settings["task_seed"])}
     # FLOPs per token, as the grid charged them (2 x parameters): read back from any stored majority cell.
     cell = next(e for _, row in items for k, e in row["results"].items() if k.startswith("majority@"))
     n_params = cell["flops"] / (2.0 * cell["tokens"])
