@@ -71,8 +71,11 @@ def best_gguf_isa() -> str:
 def load_gguf(isa: str | None = None) -> ModuleType:
     """The GGUF matmul kernels built for `isa` (default: the best this CPU runs)."""
     isa = isa or best_gguf_isa()
-    return _build(f"ponder_gguf_{isa.replace('-', '_')}", [Path(__file__).parent / "csrc" / "gguf_matmul.cpp"],
-                  ["gguf_matmul", "gguf_isa"], _BASE_FLAGS + GGUF_BUILDS[isa])
+    # One unit: the whole-layer decode step calls the matmul and the decode attention directly.
+    sources = [Path(__file__).parent / "csrc" / name
+               for name in ("gguf_matmul.cpp", "decode_attention.cpp", "gguf_decode.cpp")]
+    return _build(f"ponder_gguf_{isa.replace('-', '_')}", sources, ["gguf_matmul", "gguf_isa", "gguf_decode_layer"],
+                  _BASE_FLAGS + GGUF_BUILDS[isa])
 
 
 @functools.cache

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from ponder.engine import cpu_kernels, int8_linear
+from ponder.engine import cpu_kernels, gguf_decode, int8_linear
 from ponder.engine.batched import BatchedGenerator, Group, Job, Row
 from ponder.engine.block_pool import SCRATCH, BlockPool
 from ponder.engine.paged_cache import KVPool, PagedKVCache
@@ -53,6 +53,8 @@ class NativeEngine(BatchedGenerator):
         kv_dtype = kv_dtype or dtype
         self.decode_kernel = (self.fast and dtype == torch.float32 and kv_dtype in (torch.float32, torch.float16)
                               and cfg.head_dim % 8 == 0)
+        # A GGUF model on its blocks decodes a whole layer per call (see gguf_decode), where every layer allows.
+        self.fused = gguf_decode.fused_layers(self.model) if self.decode_kernel else None
         self.blocks = BlockPool(cache_bytes // KVPool.bytes_per_block(cfg, block_size, kv_dtype), block_size)
         self.kv = KVPool(cfg, self.blocks.n_blocks, block_size, kv_dtype)
         self.info = ModelInfo(name, cfg.n_params, cfg.max_seq_len, loaded.tokenizer.stop_ids)
@@ -174,8 +176,12 @@ class NativeEngine(BatchedGenerator):
         for b, r in enumerate(rows):
             slots = (torch.tensor(r.kv.ids)[:, None] * size + torch.arange(size)).reshape(-1)
             reads[b, : int(lengths[b])] = slots[: int(lengths[b])]
-        hidden = self.model.hidden_states(tokens, positions, PagedKVCache(self.kv, writes, reads, lengths,
-                                                                           self.decode_kernel))
+        if width == 1 and self.fused is not None:
+            hidden = gguf_decode.decode_hidden(self.model, self.fused, tokens[:, 0], positions[:, 0], self.kv,
+                                               writes[:, 0], reads, lengths)[:, None]
+        else:
+            hidden = self.model.hidden_states(tokens, positions, PagedKVCache(self.kv, writes, reads, lengths,
+                                                                               self.decode_kernel))
         last = torch.tensor([len(r.pending) - 1 for r in rows])
         if self.value_head is not None:
             values = self.value_head(hidden).float().tolist()
