@@ -21,16 +21,17 @@ token; its keys and values are kept, so the next call on that sequence does not 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, replace
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ponder.engine.protocol import ModelInfo, Sequence, Usage, SamplesByExtending, check_fits
-from ponder.engine.sampling import SamplingParams, find_stop, sample
+from ponder.engine.protocol import ModelInfo, SamplesByExtending, Sequence, Usage, check_fits
+from ponder.engine.sampling import SamplingParams, find_stop, sample_with_lse
 from ponder.errors import PonderError
+
 
 @dataclass(eq=False)
 class Job:
@@ -171,10 +172,11 @@ class BatchedGenerator(SamplesByExtending, ABC):
                 row.job.left -= 1
         self._running = running
         if running:
-            for row, logits in zip(running, self._forward(running)):
+            logits = self._forward(running)
+            for row in running:
                 self._take_values(row)
-                if not row.stopped:
-                    self._append(row, logits)
+            going = [i for i, row in enumerate(running) if not row.stopped]
+            self._append_all([running[i] for i in going], logits[going])
 
     @staticmethod
     def _take_values(row: Row) -> None:
@@ -217,23 +219,41 @@ class BatchedGenerator(SamplesByExtending, ABC):
         rows = []
         for holder, logits, group in zip(holders, last_logits, admitted):
             self._share(holder)
+            forks = []
             for i in group.members:
                 row = self._fork(holder, group.job.sequences[i], group.params)
                 row.job, row.index = group.job, i
                 row.values = dict(holder.values)
                 self._take_values(row)
                 row.text_start, row.budget = len(row.seq.text), group.params.max_tokens
-                self._append(row, logits)
-                rows.append(row)
+                forks.append(row)
+            self._append_all(forks, logits[None].expand(len(forks), -1))
+            rows += forks
             self._close(holder, keep=False)
         return rows
 
-    def _append(self, row: Row, logits: Tensor) -> None:
-        """Choose the row's next token; note whether it ends the call."""
+    def _append_all(self, rows: list[Row], logits: Tensor) -> None:
+        """Each row's next token from its logits [rows, vocab], the rows of one job drawn in one call (see
+        `sample_with_lse`). A row's draw depends on its own seed alone."""
+        tokens, lse = [0] * len(rows), [0.0] * len(rows)
+        by_job: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_job.setdefault(id(row.job), []).append(i)
+        for members in by_job.values():
+            params = rows[members[0]].job.params
+            seeds = [rows[i].seq.seed_for(params.seed) for i in members]
+            generators = [torch.Generator().manual_seed(seed) if seed is not None else None for seed in seeds]
+            part = logits if len(members) == len(rows) else logits[members]  # (a 64-row copy took 10 ms)
+            chosen, sums = sample_with_lse(part, params, generators)
+            for i, token, total in zip(members, chosen.tolist(), sums.tolist()):
+                tokens[i], lse[i] = token, total
+        for row, token, row_logits, total in zip(rows, tokens, logits, lse):
+            self._append(row, token, row_logits, total)
+
+    def _append(self, row: Row, token: int, logits: Tensor, lse: float) -> None:
+        """Add the chosen token to the row (its logits' log-sum-exp `lse`); note whether it ends the call."""
         assert row.job is not None
         params = row.job.params
-        seed = row.seq.seed_for(params.seed)
-        token = int(sample(logits[None], params, [torch.Generator().manual_seed(seed) if seed is not None else None]))
         self._charge(row.job, generated=1)
         row.budget -= 1
         if token in self.info.stop_ids:
@@ -246,12 +266,12 @@ class BatchedGenerator(SamplesByExtending, ABC):
         text = seq.text + added
         longest = max((len(s) for s in params.stop), default=1)
         stop = find_stop(text, params.stop, max(row.text_start, len(seq.text) - longest + 1))  # only the new text
-        logprobs = torch.log_softmax(logits.float(), -1)
         top = seq.top_logprobs
         if params.top_logprobs:
-            values, ids = logprobs.topk(params.top_logprobs)
-            top += (dict(zip(ids.tolist(), values.tolist())),)
-        row.seq = replace(seq, tokens=tokens, text=text, stop=stop, logprobs=seq.logprobs + (float(logprobs[token]),),
+            values, ids = logits.float().topk(params.top_logprobs)
+            top += (dict(zip(ids.tolist(), (values - lse).tolist())),)
+        logprob = float(logits[token]) - lse
+        row.seq = replace(seq, tokens=tokens, text=text, stop=stop, logprobs=seq.logprobs + (logprob,),
                           top_logprobs=top, finish_reason="stop" if stop else "length")
         row.pending = (token,)
         if row.job.on_token is not None:

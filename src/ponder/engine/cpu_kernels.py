@@ -20,7 +20,8 @@ from ponder.errors import BadParameter
 log = logging.getLogger(__name__)
 
 _NAME = "ponder_cpu_kernels"
-_SOURCES = [Path(__file__).parent / "csrc" / name for name in ("int8_linear.cpp", "decode_attention.cpp")]
+_SOURCES = [Path(__file__).parent / "csrc" / name for name in ("int8_linear.cpp", "decode_attention.cpp",
+                                                                "sample_rows.cpp")]
 
 
 STALE_LOCK_S = 600  # a build takes one to two minutes here
@@ -46,7 +47,7 @@ def _build(name: str, sources: list[Path], functions: list[str], flags: list[str
 
 @functools.cache
 def load() -> ModuleType:
-    return _build(_NAME, _SOURCES, ["int8_linear", "decode_attention"], _BASE_FLAGS)
+    return _build(_NAME, _SOURCES, ["int8_linear", "decode_attention", "sample_rows"], _BASE_FLAGS)
 
 
 def _cpu_flags() -> set[str]:

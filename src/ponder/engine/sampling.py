@@ -71,6 +71,22 @@ def sample(logits: Tensor, params: SamplingParams,
     return torch.searchsorted(cdf, u[:, None], right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
 
 
+def sample_with_lse(logits: Tensor, params: SamplingParams,
+                    generators: list[torch.Generator | None]) -> tuple[Tensor, Tensor]:
+    """`sample`'s tokens [B] and each row's log-sum-exp [B] at temperature 1 (a token's log-probability is its
+    logit minus it). Without top-k, top-p or min-p, ponder's CPU kernel draws them in two passes over the
+    vocabulary (csrc/sample_rows.cpp; PyTorch takes seven); the same uniform number a row, the same inverse CDF."""
+    from ponder.engine import cpu_kernels  # (the kernels import nothing of this module)
+
+    plain = not (params.top_k or params.min_p or params.top_p < 1.0)
+    if plain and logits.device.type == "cpu" and cpu_kernels.available():
+        u = (torch.cat([torch.rand(1, generator=g) for g in generators]) if params.temperature > 0
+             else torch.zeros(len(logits)))
+        tokens, lse = cpu_kernels.load().sample_rows(logits.float().contiguous(), params.temperature, u)
+        return tokens, lse
+    return sample(logits, params, generators), torch.logsumexp(logits.float(), -1)
+
+
 def find_stop(text: str, stops: tuple[str, ...], start: int) -> str | None:
     """The first stop string in text[start:] (the text of earlier calls may hold stop strings too)."""
     found = [(i, s) for s in stops if (i := text.find(s, start)) >= 0]
