@@ -40,18 +40,7 @@ struct Input {
 };
 
 void linear(Input& in, const torch::Tensor& w, int64_t qtype, float* y) {
-    const Acts& a = in.acts(qtype);
-    const uint8_t* wd = w.data_ptr<uint8_t>();
-    const int64_t O = w.size(0);
-    switch (qtype) {
-        case GGML_Q8_0: matmul<Q8_0, false>(a, in.B, wd, O, y); break;
-        case GGML_Q4_0: matmul<Q4_0, false>(a, in.B, wd, O, y); break;
-        case GGML_Q4_1: matmul<Q4_1, false>(a, in.B, wd, O, y); break;
-        case GGML_Q5_0: matmul<Q5_0, false>(a, in.B, wd, O, y); break;
-        case GGML_Q4_K: matmul<Q4_K, true>(a, in.B, wd, O, y); break;
-        case GGML_Q6_K: matmul<Q6_K, true>(a, in.B, wd, O, y); break;
-        default: TORCH_CHECK(false, "GGML type ", qtype, " has no kernel here");
-    }
+    matmul_of_type(qtype, in.acts(qtype), in.B, w.data_ptr<uint8_t>(), w.size(0), y);
 }
 
 // out = weight * x / sqrt(mean(x^2) + eps), row by row.

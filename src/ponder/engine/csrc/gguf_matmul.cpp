@@ -559,6 +559,19 @@ void matmul(const Acts& x, int64_t B, const uint8_t* w, int64_t O, float* y) {
 // The GGML type numbers of gguf's GGMLQuantizationType.
 enum : int64_t { GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q8_0 = 8, GGML_Q4_K = 12, GGML_Q6_K = 14 };
 
+// y [B, O] = x @ W^T for activations already rounded (`acts`), W the raw GGUF bytes [O, row bytes] of type `qtype`.
+void matmul_of_type(int64_t qtype, const Acts& acts, int64_t B, const uint8_t* w, int64_t O, float* y) {
+    switch (qtype) {
+        case GGML_Q8_0: matmul<Q8_0, false>(acts, B, w, O, y); break;
+        case GGML_Q4_0: matmul<Q4_0, false>(acts, B, w, O, y); break;
+        case GGML_Q4_1: matmul<Q4_1, false>(acts, B, w, O, y); break;
+        case GGML_Q5_0: matmul<Q5_0, false>(acts, B, w, O, y); break;
+        case GGML_Q4_K: matmul<Q4_K, true>(acts, B, w, O, y); break;
+        case GGML_Q6_K: matmul<Q6_K, true>(acts, B, w, O, y); break;
+        default: TORCH_CHECK(false, "GGML type ", qtype, " has no kernel here");
+    }
+}
+
 // y [B, O] = x [B, I] @ W^T, W the raw GGUF bytes [O, row bytes] of type `qtype`.
 torch::Tensor gguf_matmul(torch::Tensor x, torch::Tensor w, int64_t qtype) {
     TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous fp32 [B, I]");
@@ -576,17 +589,7 @@ torch::Tensor gguf_matmul(torch::Tensor x, torch::Tensor w, int64_t qtype) {
                   s16.data_ptr<int16_t>());
     const Acts acts{q.data_ptr<int8_t>(), d.data_ptr<float>(), xs.data_ptr<float>(), s16.data_ptr<int16_t>(), I};
     auto y = torch::empty({B, O}, x.options());
-    const uint8_t* wd = w.data_ptr<uint8_t>();
-    float* yd = y.data_ptr<float>();
-    switch (qtype) {
-        case GGML_Q8_0: matmul<Q8_0, false>(acts, B, wd, O, yd); break;
-        case GGML_Q4_0: matmul<Q4_0, false>(acts, B, wd, O, yd); break;
-        case GGML_Q4_1: matmul<Q4_1, false>(acts, B, wd, O, yd); break;
-        case GGML_Q5_0: matmul<Q5_0, false>(acts, B, wd, O, yd); break;
-        case GGML_Q4_K: matmul<Q4_K, true>(acts, B, wd, O, yd); break;
-        case GGML_Q6_K: matmul<Q6_K, true>(acts, B, wd, O, yd); break;
-        default: TORCH_CHECK(false, "GGML type ", qtype, " has no kernel here");
-    }
+    matmul_of_type(qtype, acts, B, w.data_ptr<uint8_t>(), O, y.data_ptr<float>());
     return y;
 }
 
