@@ -20,7 +20,8 @@ from ponder.errors import BadParameter
 log = logging.getLogger(__name__)
 
 _NAME = "ponder_cpu_kernels"
-_SOURCES = [Path(__file__).parent / "csrc" / name for name in ("int8_linear.cpp", "decode_attention.cpp",
+# Concatenated into one unit each: vec_exp.cpp first, for the files after it.
+_SOURCES = [Path(__file__).parent / "csrc" / name for name in ("vec_exp.cpp", "int8_linear.cpp", "decode_attention.cpp",
                                                                 "sample_rows.cpp")]
 
 
@@ -74,7 +75,7 @@ def load_gguf(isa: str | None = None) -> ModuleType:
     isa = isa or best_gguf_isa()
     # One unit: the whole-layer decode step calls the matmul and the decode attention directly.
     sources = [Path(__file__).parent / "csrc" / name
-               for name in ("gguf_matmul.cpp", "decode_attention.cpp", "gguf_decode.cpp")]
+               for name in ("vec_exp.cpp", "gguf_matmul.cpp", "decode_attention.cpp", "gguf_decode.cpp")]
     return _build(f"ponder_gguf_{isa.replace('-', '_')}", sources, ["gguf_matmul", "gguf_isa", "gguf_decode_layer"],
                   _BASE_FLAGS + GGUF_BUILDS[isa])
 

@@ -1,4 +1,5 @@
-// Attention for decode steps, read in place from the paged KV pool (see paged_cache.py).
+// Attention for decode steps, read in place from the paged KV pool (see paged_cache.py). Compiled after
+// vec_exp.cpp, in the same unit.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -47,7 +48,9 @@ static torch::Tensor attend(torch::Tensor q, torch::Tensor k, torch::Tensor v, t
                 float* pg = p.data() + g * S;
                 float top = -INFINITY, total = 0;
                 for (int64_t s = 0; s < n; ++s) top = std::max(top, pg[s]);
-                for (int64_t s = 0; s < n; ++s) total += (pg[s] = std::exp(pg[s] - top));
+                for (int64_t s = 0; s < n; ++s) pg[s] -= top;
+                exp_n(pg, pg, n);  // vec_exp.cpp
+                for (int64_t s = 0; s < n; ++s) total += pg[s];
                 float* o = od + (b * H + kvh * group + g) * D;
                 for (int64_t s = 0; s < n; ++s) {
                     const T* value = vd + (sd[b * S + s] * Hkv + kvh) * D;

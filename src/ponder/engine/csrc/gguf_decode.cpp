@@ -1,7 +1,7 @@
 // A whole decoder layer for one decode step (one new token per row), in one call (see gguf_decode.py).
 //
-// Compiled after gguf_matmul.cpp and decode_attention.cpp, in the same unit: it calls their `matmul`,
-// `quantize_rows` and `attend`. The layer is the one of models/transformer.py (RMSNorm, q/k/v with their
+// Compiled after vec_exp.cpp, gguf_matmul.cpp and decode_attention.cpp, in the same unit: it calls their `exp8`,
+// `matmul`, `quantize_rows` and `attend`. The layer is the one of models/transformer.py (RMSNorm, q/k/v with their
 // biases, rotary embeddings in the Hugging Face layout, grouped-query attention over the paged pool, o, SwiGLU),
 // with no Python between its ~25 steps: at one row a step's matmuls take ~20 ms and, called one module at a time,
 // PyTorch's dispatch around them took ~10 ms more.
@@ -76,6 +76,20 @@ void add_bias(float* y, const torch::Tensor& bias, int64_t B) {
         for (int64_t o = 0; o < O; ++o) y[b * O + o] += bd[o];
 }
 
+// g = silu(g) * u = g / (1 + exp(-g)) * u, eight at a time and over the threads.
+void silu_times(float* g, const float* u, int64_t n) {
+    at::parallel_for(0, n, 4096, [&](int64_t i0, int64_t i1) {
+        int64_t i = i0;
+        for (; i + 8 <= i1; i += 8) {
+            const __m256 x = _mm256_loadu_ps(g + i);
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1), e)),
+                                                  _mm256_loadu_ps(u + i)));
+        }
+        for (; i < i1; ++i) g[i] = g[i] / (1.0f + exp1(-g[i])) * u[i];
+    });
+}
+
 template <typename T>
 void store_rows(torch::Tensor pool, const int64_t* slots, const float* rows, int64_t B) {
     const int64_t width = pool.size(1) * pool.size(2);
@@ -148,7 +162,7 @@ torch::Tensor gguf_decode_layer(torch::Tensor x, std::vector<torch::Tensor> weig
         linear(in, weights[5], qtypes[5], up.data_ptr<float>());
     }
     float *gd = gate.data_ptr<float>(), *ud = up.data_ptr<float>();
-    for (int64_t i = 0; i < B * ffn; ++i) gd[i] = gd[i] / (1.0f + std::exp(-gd[i])) * ud[i];
+    silu_times(gd, ud, B * ffn);
     {
         Input in{gd, B, ffn};
         linear(in, weights[6], qtypes[6], o.data_ptr<float>());

@@ -12,25 +12,6 @@
 
 namespace {
 
-constexpr float LOWEST = -87.3f;  // exp below this is under float's smallest normal: taken as exactly 0
-
-// exp of eight floats: 2^k * exp(r), k = round(x / ln 2), |r| <= ln 2 / 2, exp(r) by its Taylor polynomial to
-// r^6 (relative error under 2e-7). Inputs at or below LOWEST (a masked logit's -inf among them) give 0.
-inline __m256 exp8(__m256 x) {
-    const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(LOWEST), _CMP_GT_OQ);
-    x = _mm256_max_ps(x, _mm256_set1_ps(LOWEST));
-    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145752f), x);  // ln 2 in two parts, for an exact r
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.42860677e-6f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720);
-    for (float c : {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-    const __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(scale)), keep);
-}
-
-inline float exp1(float x) { return x > LOWEST ? std::exp(x) : 0.0f; }
-
 inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_hadd_ps(s, s);
