@@ -510,20 +510,22 @@ void rows_dot_k(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O
 }
 
 // Rows of x against every weight row, the weight rows split over the threads: 8 rows of x at a time (4 on
-// AVX2, which has half the registers), then the rest; 16 at a time first for the grouped kernels on AVX-512,
-// whose unpacking and transposing of a weight block is then shared by twice the rows (a 16-row decode step's
-// matmuls took 12% less time, its output layer 20% less; the one-row kernels' accumulators would not fit). Weight rows go eight at a time where the type allows
+// AVX2, which has half the registers), then the rest. The grouped kernels take 16 rows at a time first: their
+// unpacking and transposing of a weight block, not the multiplications, was what bounded them, and 16 rows
+// share it (at 16 rows the 0.5B model's matmuls took 12-25% less time with AVX-512 than 8 rows at a time, and
+// 20-40% less with AVX2 than 4, even though 16 accumulators there do not all fit in the 16 registers). The
+// one-row kernels keep 8: their per-row int32 chains would not fit. Weight rows go eight at a time where the type allows
 // (`group_dot`), the last O % 8 one at a time. `K`: the K-quants' kernel.
 template <typename T, bool K>
 void matmul(const Acts& x, int64_t B, const uint8_t* w, int64_t O, float* y) {
     const int64_t row_bytes = x.I / (K ? 256 : QK) * T::bytes;
     constexpr bool grouped = T::grouped;
     const int64_t groups = grouped ? O / 8 : 0, singles = O - 8 * groups;
-    auto over_rows = [&](auto kernel, auto wide) {  // kernel(rows, r): RB = rows of x from row r; wide: 16 first
+    auto over_rows = [&](auto kernel, auto wide) {  // kernel(rows, r): RB = rows of x from row r
         int64_t r = 0;
-#if defined(__AVX512VL__)
         if constexpr (decltype(wide)::value)
             for (; r + 16 <= B; r += 16) kernel(std::integral_constant<int, 16>{}, r);
+#if defined(__AVX512VL__)
         for (; r + 8 <= B; r += 8) kernel(std::integral_constant<int, 8>{}, r);
 #endif
         for (; r + 4 <= B; r += 4) kernel(std::integral_constant<int, 4>{}, r);
