@@ -150,6 +150,12 @@ struct Q5_0 {  // fp16 d, 32 high bits, nibbles: w = d * (q - 16), q = nibble | 
     }
 };
 
+inline int32_t hsum_epi32(__m256i v) {
+    const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    const __m128i t = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    return _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 1)));
+}
+
 inline float hsum(__m256 v) {
     const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -380,8 +386,9 @@ struct Q6_K {  // 128 bytes of low nibbles, 64 of 2 high bits, int8 scales[16] (
     static __m256i pair_scales(const int8_t* sc, int j) {
         return _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
     }
+    // Each row's integer dot product with the super-block (scales and offset in), as `group_dot_k` has it.
     template <int RB>
-    static void super_block(const uint8_t* p, const Acts& x, int64_t r0, int64_t s, __m256 (&acc)[RB]) {
+    static void super_block_totals(const uint8_t* p, const Acts& x, int64_t r0, int64_t s, int32_t (&total)[RB]) {
         const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192);
         const __m256i all_scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
         __m256i isum[RB][chains<RB>()];
@@ -399,28 +406,25 @@ struct Q6_K {  // 128 bytes of low nibbles, 64 of 2 high bits, int8 scales[16] (
                 isum[r][j % chains<RB>()] = add_scaled(isum[r][j % chains<RB>()], _mm256_maddubs_epi16(u, xq), scales);
             }
         }
-        const float d = f16(p + 208);
-        for (int r = 0; r < RB; ++r) {
-            const __m256 dots = _mm256_cvtepi32_ps(sum_chains<RB>(isum[r]));
-            acc[r] = _mm256_fmadd_ps(dots, _mm256_set1_ps(d * x.d[(r0 + r) * (x.I / 256) + s]), acc[r]);
-        }
+        for (int r = 0; r < RB; ++r) total[r] = hsum_epi32(sum_chains<RB>(isum[r]));
     }
 };
 
-// Q6_K eight weight rows at a time, as `group_dot` for blocks of 32: per 32 values the eight rows' dot
-// products as one vector (the blocks transposed in registers) times each row's integer scale per 16, summed in
-// integers over the super-block, the offset of 32 taken off through the activations' sums per 16. With fewer
-// than 4 activation rows each row instead keeps the one-row kernel's int32 lanes (pair sums times the scale
-// in one `vpdpwssd`) for the whole super-block and sums across them once. The same integers either way (a
-// row's bits do not depend on its batch); one conversion and one scaled add a super-block for the eight rows.
+// Q6_K eight weight rows at a time, as `group_dot` for blocks of 32, for 4 or more activation rows: per 32
+// values the eight rows' dot products as one vector (the blocks transposed in registers) times each row's
+// integer scale per 16, summed in integers over the super-block, the offset of 32 taken off through the
+// activations' sums per 16; one conversion and one scaled add a super-block for the eight rows. Under 4 rows
+// the one-row kernel (`rows_dot_k`) serves each weight row: reading eight rows at once outran the prefetchers
+// there (an 8B-shaped output layer, 431 MB, at one row: 28 ms this way, 11 ms one row at a time). Both give a
+// row the same integer a super-block and add them in the same order: a row's bits do not depend on its batch.
 template <int RB>
 void group_dot_k(const uint8_t* w, int64_t row_bytes, const Acts& x, int64_t r0, float* y, int64_t O, int64_t o0) {
+    static_assert(RB >= 4, "under 4 rows: rows_dot_k");
     __m256 acc[RB];
     for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps();
     const int64_t ns = x.I / 256;
     constexpr int lines = (8 * Q6_K::bytes + 63) / 64;  // the next stretch but one, a super-block's share at a time
     const char* next = reinterpret_cast<const char*>(w + 16 * row_bytes);
-    constexpr bool transposed = RB >= 4;
     for (int64_t s = 0; s < ns; ++s) {
         for (int l = 0; l < lines; ++l) _mm_prefetch(next + (s * lines + l) * 64, _MM_HINT_T0);
         alignas(16) uint16_t d16[8];
@@ -430,68 +434,46 @@ void group_dot_k(const uint8_t* w, int64_t row_bytes, const Acts& x, int64_t r0,
             sc[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192));
             std::memcpy(d16 + j, p + 208, 2);
         }
+        // Transposed scales: lane j = row j's scale of unit u, A units 0-7, Bv 8-15.
+        __m256i A[8], Bv[8];
+        {
+            __m256i lo[8], hi[8];
+            for (int j = 0; j < 8; ++j) {
+                lo[j] = _mm256_cvtepi8_epi32(sc[j]);
+                hi[j] = _mm256_cvtepi8_epi32(_mm_srli_si128(sc[j], 8));
+            }
+            transpose8(lo, A);
+            transpose8(hi, Bv);
+        }
         // The offset of 32: 32 * sum over units of scale * the activations' sum there, taken off the integers.
         __m256i tsum[RB];
-        __m256i A[8], Bv[8];  // transposed: lane j = row j's scale of unit u, A units 0-7, Bv 8-15
-        [[maybe_unused]] __m256i lanes[transposed ? 1 : RB][8];  // else: per row and weight row, int32 lanes
         for (int r = 0; r < RB; ++r) {
             const int16_t* s16 = x.s16 + ((r0 + r) * x.I + 256 * s) / 16;
-            if constexpr (transposed) {
-                if (r == 0) {
-                    __m256i lo[8], hi[8];
-                    for (int j = 0; j < 8; ++j) {
-                        lo[j] = _mm256_cvtepi8_epi32(sc[j]);
-                        hi[j] = _mm256_cvtepi8_epi32(_mm_srli_si128(sc[j], 8));
-                    }
-                    transpose8(lo, A);
-                    transpose8(hi, Bv);
-                }
-                __m256i m = _mm256_setzero_si256();
-                for (int u = 0; u < 8; ++u) {
-                    m = _mm256_add_epi32(m, _mm256_mullo_epi32(A[u], _mm256_set1_epi32(s16[u])));
-                    m = _mm256_add_epi32(m, _mm256_mullo_epi32(Bv[u], _mm256_set1_epi32(s16[8 + u])));
-                }
-                tsum[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(m, 5));
-            } else {  // as the one-row kernel starts its lanes
-                const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s16));
-                for (int j = 0; j < 8; ++j)
-                    lanes[r][j] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(
-                        _mm256_madd_epi16(sums, _mm256_cvtepi8_epi16(sc[j])), 5));
+            __m256i m = _mm256_setzero_si256();
+            for (int u = 0; u < 8; ++u) {
+                m = _mm256_add_epi32(m, _mm256_mullo_epi32(A[u], _mm256_set1_epi32(s16[u])));
+                m = _mm256_add_epi32(m, _mm256_mullo_epi32(Bv[u], _mm256_set1_epi32(s16[8 + u])));
             }
+            tsum[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(m, 5));
         }
         auto unit = [&](int u) { return u < 8 ? A[u] : Bv[u - 8]; };
         for (int c = 0; c < 8; ++c) {
-            __m256i u[8];
+            __m256i u[8], col[8];
             for (int j = 0; j < 8; ++j) u[j] = Q6_K::chunk(w + j * row_bytes + s * Q6_K::bytes, c);
-            if constexpr (transposed) {
-                __m256i col[8];
-                transpose8(u, col);
-                for (int r = 0; r < RB; ++r) {
-                    const int8_t* xb = x.q + (r0 + r) * x.I + 256 * s + 32 * c;
-                    __m256i first = _mm256_setzero_si256(), second = _mm256_setzero_si256();
-                    for (int g = 0; g < 8; ++g) {
-                        int32_t group;
-                        std::memcpy(&group, xb + 4 * g, 4);
-                        __m256i& into = g < 4 ? first : second;  // values 0-15: unit 2c, 16-31: unit 2c + 1
-                        into = add_lane_dots(into, col[g], _mm256_set1_epi32(group));
-                    }
-                    tsum[r] = _mm256_add_epi32(tsum[r], _mm256_add_epi32(_mm256_mullo_epi32(first, unit(2 * c)),
-                                                                          _mm256_mullo_epi32(second, unit(2 * c + 1))));
+            transpose8(u, col);
+            for (int r = 0; r < RB; ++r) {
+                const int8_t* xb = x.q + (r0 + r) * x.I + 256 * s + 32 * c;
+                __m256i first = _mm256_setzero_si256(), second = _mm256_setzero_si256();
+                for (int g = 0; g < 8; ++g) {
+                    int32_t group;
+                    std::memcpy(&group, xb + 4 * g, 4);
+                    __m256i& into = g < 4 ? first : second;  // values 0-15: unit 2c, 16-31: unit 2c + 1
+                    into = add_lane_dots(into, col[g], _mm256_set1_epi32(group));
                 }
-            } else {
-                __m256i scales[8];
-                for (int j = 0; j < 8; ++j)
-                    scales[j] = Q6_K::pair_scales(reinterpret_cast<const int8_t*>(w + j * row_bytes + s * Q6_K::bytes + 192), c);
-                for (int r = 0; r < RB; ++r) {
-                    const __m256i xq = _mm256_loadu_si256(
-                        reinterpret_cast<const __m256i*>(x.q + (r0 + r) * x.I + 256 * s + 32 * c));
-                    for (int j = 0; j < 8; ++j)
-                        lanes[r][j] = add_scaled(lanes[r][j], _mm256_maddubs_epi16(u[j], xq), scales[j]);
-                }
+                tsum[r] = _mm256_add_epi32(tsum[r], _mm256_add_epi32(_mm256_mullo_epi32(first, unit(2 * c)),
+                                                                      _mm256_mullo_epi32(second, unit(2 * c + 1))));
             }
         }
-        if constexpr (!transposed)
-            for (int r = 0; r < RB; ++r) tsum[r] = sum_lanes8(lanes[r]);
         const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(d16)));
         for (int r = 0; r < RB; ++r) {
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tsum[r]),
@@ -503,10 +485,24 @@ void group_dot_k(const uint8_t* w, int64_t row_bytes, const Acts& x, int64_t r0,
 
 template <typename T, int RB>
 void rows_dot_k(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O, int64_t o) {
-    __m256 acc[RB];  // a row's super-blocks in order, whatever RB is (batch invariance, as above)
-    for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps();
-    for (int64_t s = 0; s < x.I / 256; ++s) T::template super_block<RB>(w + s * T::bytes, x, r0, s, acc);
-    for (int r = 0; r < RB; ++r) y[(r0 + r) * O + o] = hsum(acc[r]);
+    const int64_t ns = x.I / 256;
+    if constexpr (std::is_same_v<T, Q6_K>) {
+        // As `group_dot_k` sums a weight row: an integer a super-block, one fma each, in order; the same bits,
+        // so that either kernel may serve a row
+        float acc[RB] = {};
+        for (int64_t s = 0; s < ns; ++s) {
+            int32_t total[RB];
+            T::template super_block_totals<RB>(w + s * T::bytes, x, r0, s, total);
+            const float d = f16(w + s * T::bytes + 208);
+            for (int r = 0; r < RB; ++r) acc[r] = std::fma(static_cast<float>(total[r]), d * x.d[(r0 + r) * ns + s], acc[r]);
+        }
+        for (int r = 0; r < RB; ++r) y[(r0 + r) * O + o] = acc[r];
+    } else {
+        __m256 acc[RB];  // a row's super-blocks in order, whatever RB is (batch invariance, as above)
+        for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps();
+        for (int64_t s = 0; s < ns; ++s) T::template super_block<RB>(w + s * T::bytes, x, r0, s, acc);
+        for (int r = 0; r < RB; ++r) y[(r0 + r) * O + o] = hsum(acc[r]);
+    }
 }
 
 // Rows of x against every weight row, the weight rows split over the threads: 8 rows of x at a time (4 on
@@ -543,8 +539,13 @@ void matmul(const Acts& x, int64_t B, const uint8_t* w, int64_t O, float* y) {
                     const uint8_t* wr = w + 8 * i * row_bytes;
                     over_rows([&](auto rows, int64_t r) {
                         constexpr int RB = decltype(rows)::value;
-                        if constexpr (K) group_dot_k<RB>(wr, row_bytes, x, r, y, O, 8 * i);  // Q6_K
-                        else group_dot<T, RB>(wr, row_bytes, x, r, y, O, 8 * i);
+                        if constexpr (K && RB < 4) {  // Q6_K under 4 rows: one weight row at a time (see above)
+                            for (int j = 0; j < 8; ++j) rows_dot_k<T, RB>(wr + j * row_bytes, x, r, y, O, 8 * i + j);
+                        } else if constexpr (K) {
+                            group_dot_k<RB>(wr, row_bytes, x, r, y, O, 8 * i);
+                        } else {
+                            group_dot<T, RB>(wr, row_bytes, x, r, y, O, 8 * i);
+                        }
                     }, std::true_type{});
                 }
                 continue;
