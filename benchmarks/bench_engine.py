@@ -88,7 +88,7 @@ def measure(engine: str, model: str, threads: int, new_tokens: int, batches: lis
 
 
 def in_subprocess(engine: str, args: argparse.Namespace) -> dict[str, float]:
-    env = os.environ | ({"PONDER_GGUF_ISA": args.isa} if args.isa != "native" else {})
+    env = os.environ | ({"PONDER_GGUF_ISA": "avx2"} if args.isa == "avx2" else {})
     done = subprocess.run([sys.executable, __file__, "--worker", engine, "--model", args.model, "--threads",
                            str(args.threads), "--new-tokens", str(args.new_tokens), "--batches", args.batches],
                           capture_output=True, text=True, check=False, env=env)
@@ -105,8 +105,9 @@ def main() -> None:
     parser.add_argument("--batches", default="1,4,16,64")
     parser.add_argument("--engines", default=",".join(ENGINES), help="which of ponder's to run beside the anchor")
     parser.add_argument("--repeats", type=int, default=1, help="turns each side takes; figures are their medians")
-    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
-                        help="avx2: both sides on AVX2 alone (ponder's AVX2 kernels, llama.cpp built without AVX-512)")
+    parser.add_argument("--isa", choices=("native", "native-noamx", "avx2"), default="native",
+                        help="avx2: both sides on AVX2 alone (ponder's AVX2 kernels, llama.cpp built without AVX-512); "
+                             "native-noamx: llama.cpp built for this CPU less AMX (its AMX matmul crashes on some)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     batches = [int(n) for n in args.batches.split(",")]

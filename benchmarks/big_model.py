@@ -1,6 +1,6 @@
 """An 8B-class model on these machines: a Llama 3 8B-shaped GGUF with random 4-bit weights, loaded and run.
 
-    .venv/bin/python benchmarks/big_model.py [--threads 2] [--tokens 16] [--keep]
+    .venv/bin/python benchmarks/big_model.py [--threads 2] [--tokens 16] [--keep] [--isa native-noamx]
 
 No 8B weights install offline here, so this writes a file of Llama 3 8B's exact shape (32 layers, width 4096,
 32 heads, 8 kv heads, feed-forward 14336, vocabulary 128,256) in Q4_K_M's mix of types (Q4_K, with Q6_K for
@@ -155,6 +155,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--keep", action="store_true", help="keep the 4.6 GB file for the next run")
+    parser.add_argument("--isa", choices=("native", "native-noamx"), default="native",
+                        help="llama.cpp's build: native-noamx where its AMX matmul crashes (benchmarks/llama_cpp_tools.py)")
     args = parser.parse_args()
     path = ponder_home() / "bench" / "llama3-8b-shaped-q4_k_m.gguf"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +169,8 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).parent))
         from llama_cpp_tools import run_batched_bench
 
-        llama = run_batched_bench(path, prompt=32, generate=args.tokens, batches=(1, 4), threads=args.threads)
+        llama = run_batched_bench(path, prompt=32, generate=args.tokens, batches=(1, 4), threads=args.threads,
+                                  isa=args.isa)
         print("llama-batched-bench:", json.dumps(llama))
         for row in ("n=1 tokens/s", "n=4 tokens/s", "prefill tokens/s", "peak RSS GB"):
             print(f"{row}: ponder / llama.cpp = {native[row] / llama[row]:.2f}x")

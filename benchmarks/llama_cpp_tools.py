@@ -22,6 +22,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from ponder.engine.cpu_kernels import cpu_flags
 from ponder.models.registry import ponder_home
 
 
@@ -29,10 +30,31 @@ def tools_dir() -> Path:
     return ponder_home() / "llama.cpp-tools" / importlib.metadata.version("llama_cpp_python")
 
 
-# The instruction sets a build may use: "native" (this CPU's, llama.cpp's default) or AVX2 alone.
+# The instruction sets a build may use: "native" (this CPU's, llama.cpp's default), "native-noamx" (this CPU's
+# less AMX) or AVX2 alone.
+AVX2_FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+              "-DGGML_BMI2=ON"]
 ISA_FLAGS = {"native": ["-DGGML_NATIVE=ON"],
-             "avx2": ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
-                      "-DGGML_BMI2=ON", "-DGGML_AVX512=OFF", "-DGGML_AVX_VNNI=OFF"]}
+             "avx2": [*AVX2_FLAGS, "-DGGML_AVX512=OFF", "-DGGML_AVX_VNNI=OFF"]}
+# "native-noamx": on a Sapphire Rapids Xeon (AMX) llama-cpp-python 0.3.36's llama.cpp crashes in its AMX matmul
+# (ggml_backend_amx_mul_mat, signal 11, though the kernel grants the tile permission), so its best that runs there
+# is every vector extension the CPU has except AMX. -march=native would turn AMX back on: the flags are named.
+NOAMX_FLAGS = {"avx512f": "GGML_AVX512", "avx512vbmi": "GGML_AVX512_VBMI", "avx512_vnni": "GGML_AVX512_VNNI",
+               "avx512_bf16": "GGML_AVX512_BF16", "avx_vnni": "GGML_AVX_VNNI"}
+
+
+def build_flags(isa: str) -> list[str]:
+    if isa != "native-noamx":
+        return ISA_FLAGS[isa]
+    have = cpu_flags()
+    return [*AVX2_FLAGS, *(f"-D{option}={'ON' if flag in have else 'OFF'}" for flag, option in NOAMX_FLAGS.items())]
+
+
+def quietly(command: list[str]) -> None:
+    """Run a build step; its output (thousands of lines of compiler warnings) is shown only if it fails."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:2])} failed:\n{(done.stdout + done.stderr)[-3000:]}")
 
 
 def batched_bench(isa: str = "native") -> Path:
@@ -51,11 +73,9 @@ def batched_bench(isa: str = "native") -> Path:
             sdist.extractall(work, filter="data")
         source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
         build = work / "build"
-        subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                        *ISA_FLAGS[isa], "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                        "-DBUILD_SHARED_LIBS=OFF"], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["cmake", "--build", str(build), "--target", "llama-batched-bench", "-j",
-                        str(os.cpu_count() or 2)], check=True, stdout=subprocess.DEVNULL)
+        quietly(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", *build_flags(isa),
+                 "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DBUILD_SHARED_LIBS=OFF"])
+        quietly(["cmake", "--build", str(build), "--target", "llama-batched-bench", "-j", str(os.cpu_count() or 2)])
         binary.parent.mkdir(parents=True, exist_ok=True)
         partial = binary.with_name(binary.name + ".partial")
         shutil.copy2(build / "bin" / "llama-batched-bench", partial)
@@ -80,6 +100,9 @@ def run_batched_bench(model: Path, prompt: int, generate: int, batches: tuple[in
     done = subprocess.run(["/usr/bin/time", "-f", "peak-rss-kb %M", *command], capture_output=True, text=True,
                           check=False)
     if done.returncode != 0:
+        if "signal 11" in done.stderr and isa == "native" and "amx_int8" in cpu_flags():
+            raise SystemExit("llama-batched-bench crashed (signal 11) in llama.cpp's AMX kernels on this CPU: "
+                             "rerun with --isa native-noamx (every vector extension but AMX)")
         raise RuntimeError(f"llama-batched-bench failed: {done.stderr.strip().splitlines()[-3:]}")
     out: dict[str, float] = {}
     # |    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |      T s |    S t/s |

@@ -51,7 +51,7 @@ def load() -> ModuleType:
     return _build(_NAME, _SOURCES, ["int8_linear", "decode_attention", "sample_rows"], _BASE_FLAGS)
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
     for line in (Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "").splitlines():
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
@@ -66,7 +66,7 @@ def best_gguf_isa() -> str:
         if forced not in GGUF_BUILDS:
             raise BadParameter(f"PONDER_GGUF_ISA={forced!r}: use one of {', '.join(GGUF_BUILDS)}")
         return forced
-    return "avx512-vnni" if {"avx512_vnni", "avx512vl", "avx512bw"} <= _cpu_flags() else "avx2"
+    return "avx512-vnni" if {"avx512_vnni", "avx512vl", "avx512bw"} <= cpu_flags() else "avx2"
 
 
 @functools.cache
@@ -83,7 +83,7 @@ def load_gguf(isa: str | None = None) -> ModuleType:
 @functools.cache
 def available() -> bool:
     """AVX2, FMA and F16C on this CPU, and the kernels compile."""
-    if not {"avx2", "fma", "f16c"} <= _cpu_flags():
+    if not {"avx2", "fma", "f16c"} <= cpu_flags():
         return False
     try:
         load()

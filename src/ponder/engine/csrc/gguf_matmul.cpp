@@ -483,6 +483,16 @@ void group_dot_k(const uint8_t* w, int64_t row_bytes, const Acts& x, int64_t r0,
     for (int r = 0; r < RB; ++r) _mm256_storeu_ps(y + (r0 + r) * O + o0, acc[r]);
 }
 
+// The one-row kernels read a row's super-blocks in a stream, and ask for the bytes 2 KB ahead of it: left to the
+// hardware prefetcher, a core of the Xeon (AMX kind) streamed Q4_K from memory at 4.7 GB/s, a third of what it
+// multiplies from cache; with this, an 8B model's every matrix once at one row went 465 -> 218 ms (2 threads;
+// 512 bytes ahead 255, 1 KB 227, 4 KB 214). Past a row's end it is the next row's start, which comes next.
+constexpr int64_t kPrefetchAhead = 2048;
+
+inline void prefetch_super_block(const uint8_t* p, int bytes) {
+    for (int l = 0; l < bytes; l += 64) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead + l), _MM_HINT_T0);
+}
+
 template <typename T, int RB>
 void rows_dot_k(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O, int64_t o) {
     const int64_t ns = x.I / 256;
@@ -491,6 +501,7 @@ void rows_dot_k(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O
         // so that either kernel may serve a row
         float acc[RB] = {};
         for (int64_t s = 0; s < ns; ++s) {
+            prefetch_super_block(w + s * T::bytes, T::bytes);
             int32_t total[RB];
             T::template super_block_totals<RB>(w + s * T::bytes, x, r0, s, total);
             const float d = f16(w + s * T::bytes + 208);
@@ -500,7 +511,10 @@ void rows_dot_k(const uint8_t* w, const Acts& x, int64_t r0, float* y, int64_t O
     } else {
         __m256 acc[RB];  // a row's super-blocks in order, whatever RB is (batch invariance, as above)
         for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps();
-        for (int64_t s = 0; s < ns; ++s) T::template super_block<RB>(w + s * T::bytes, x, r0, s, acc);
+        for (int64_t s = 0; s < ns; ++s) {
+            prefetch_super_block(w + s * T::bytes, T::bytes);
+            T::template super_block<RB>(w + s * T::bytes, x, r0, s, acc);
+        }
         for (int r = 0; r < RB; ++r) y[(r0 + r) * O + o] = hsum(acc[r]);
     }
 }
