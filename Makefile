@@ -19,8 +19,10 @@ $(VENV)/.ponder: pyproject.toml $(VENV)/.torch
 	touch $@
 
 # The references the tests compare against (llama-cpp-python builds from source once, ~10 min).
+# On a CPU with AMX, llama.cpp built for it crashes in its AMX matmul: built again without AMX there.
 $(VENV)/.ponder-test: pyproject.toml $(VENV)/.ponder
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python benchmarks/llama_cpp_tools.py rebuild-without-amx
 	touch $@
 
 # Headless Chromium for the page tests, from Debian's packages where this machine can install them (the tests skip

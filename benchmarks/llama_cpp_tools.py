@@ -1,6 +1,7 @@
 """llama.cpp's own C++ tools, built once from the sources that the installed llama-cpp-python vendors.
 
-    .venv/bin/python benchmarks/llama_cpp_tools.py [avx2]   # builds llama-batched-bench (~10 min on 2 cores)
+    .venv/bin/python benchmarks/llama_cpp_tools.py [avx2|native-noamx]   # builds llama-batched-bench (~10 min)
+    .venv/bin/python benchmarks/llama_cpp_tools.py rebuild-without-amx   # (make test) see rebuild_without_amx
 
 The reference for engine speed is llama.cpp with no Python between its steps: `llama-batched-bench`. Its
 sources come from PyPI (the llama-cpp-python source package of the installed version, which vendors
@@ -13,6 +14,7 @@ machine, to set beside ponder's AVX2 kernels on the same CPU.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import re
 import shutil
@@ -117,5 +119,27 @@ def run_batched_bench(model: Path, prompt: int, generate: int, batches: tuple[in
     return out
 
 
+def rebuild_without_amx() -> None:
+    """llama-cpp-python built again without AMX, if this CPU has AMX and the installed build uses it: its AMX
+    matmul crashes (see NOAMX_FLAGS), which takes the llamacpp backend and its tests down with it."""
+    spec = importlib.util.find_spec("llama_cpp")
+    lib = Path(spec.origin).parent / "lib" / "libggml-cpu.so" if spec and spec.origin else None
+    if "amx_int8" not in cpu_flags() or lib is None or not lib.exists():
+        return
+    code = subprocess.run(["objdump", "-d", str(lib)], capture_output=True, text=True, check=True).stdout
+    if "tileloadd" not in code:
+        return
+    version = importlib.metadata.version("llama_cpp_python")
+    print(f"llama-cpp-python {version} was built with AMX, whose matmul crashes on this CPU: building it again "
+          "without AMX (~10 min)", flush=True)
+    # From source and not from pip's cache, which holds the AMX build under the same name.
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--force-reinstall",
+                    "--no-deps", "--no-binary", "llama-cpp-python", f"llama-cpp-python=={version}"],
+                   env=os.environ | {"CMAKE_ARGS": " ".join(build_flags("native-noamx"))}, check=True)
+
+
 if __name__ == "__main__":
-    print(batched_bench(sys.argv[1] if len(sys.argv) > 1 else "native"))
+    if sys.argv[1:] == ["rebuild-without-amx"]:
+        rebuild_without_amx()
+    else:
+        print(batched_bench(sys.argv[1] if len(sys.argv) > 1 else "native"))
