@@ -2,9 +2,11 @@
 # The measurements of issue 23: do journeys (wrong turns, reflections, the way back) teach more than shortcuts?
 # Resumable; waits for runs/.evidence.lock (queued behind issues 21 and 22).
 #   Trees: beam search (8 beams, the shipped PRM) on 150 training questions of gsm_symbolic (seed 11; evaluation
-#   questions left out). Shortcut and journey sets from the same questions. Three LoRA SFT runs of the 0.5B: shortcut
-#   and journey at the same number of steps (same examples), and shortcut with as many training tokens as the journey
-#   run. Each judged greedy on the 100 evaluation questions and the chain_sum ladder.
+#   questions and a quarter of the templates left out, so the tables give seen and unseen templates apart). Shortcut
+#   and journey sets from the same questions. Three LoRA SFT runs of the 0.5B: shortcut and journey at the same
+#   number of steps (same examples), and shortcut with as many training tokens as the journey run. Each judged
+#   greedy on the 100 evaluation questions and the chain_sum ladder: accuracy, tokens per answer, and what the
+#   answers' own revisions ("Wait, ...") did (`ponder journey revisions`).
 # Hours of 2 cores, estimated: ~2.5 (trees, ~60 s a question), ~0.5 (three trainings), ~0.5 (greedy evaluations).
 set -euo pipefail
 main() {
@@ -43,10 +45,16 @@ for model in qwen2.5-coder-0.5b-instruct runs/train/shortcut runs/train/journey 
     $PONDER eval --model $model --task chain_sum_ladder --size 50 --strategies greedy --budgets 1 --max-tokens 1024 \
         --out runs/journey-ladder-$name.db
 done
-step "5. the report: accuracy against tokens per answer"
-$PONDER report runs/journey-gsm-qwen2.5-coder-0.5b-instruct.db --compare runs/journey-gsm-shortcut.db \
-    --compare runs/journey-gsm-journey.db --compare runs/journey-gsm-shortcut-tokens.db --out runs/journey-gsm.html \
-    --figures docs/figures/journey
+step "5. the tables and figures: accuracy against tokens per answer, and what the answers' revisions did"
+GSM=() LADDER=()
+for name in qwen2.5-coder-0.5b-instruct shortcut journey shortcut-tokens; do
+    GSM+=(runs/journey-gsm-$name.db) LADDER+=(runs/journey-ladder-$name.db)
+done
+for which in seen unseen; do  # the trees' questions left a quarter of the templates out
+    $PONDER journey revisions "${GSM[@]}" --templates $which --out runs/journey-gsm-$which.md \
+        --figure docs/figures/journey/gsm-$which.png
+done
+$PONDER journey revisions "${LADDER[@]}" --out runs/journey-ladder.md --figure docs/figures/journey/ladder.png
 step "done"
 }
 main "$@"

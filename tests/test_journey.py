@@ -9,6 +9,7 @@ import pytest
 
 from ponder.jobs import RunStore
 from ponder.journey.build import BRANCHES, build
+from ponder.journey.revisions import revision
 from ponder.journey.trees import path, path_text, training_tasks
 from cli import error_line, ponder
 from reference import ponder_model
@@ -100,3 +101,40 @@ def test_journey_trees_runs_a_tree_strategy_and_checks_its_leaves(tmp_path: Path
     [(key, record)] = RunStore.existing(out).items()
     assert record["nodes"] and all(str(n["id"]) in record["leaves"] for n in record["nodes"] if n["state"] == "finished")
     assert "grows no tree" in error_line(ponder(*args[:-2], "--strategy", "majority", "--out", str(out), home=home))
+
+
+def test_revisions_reads_each_journey_as_a_wrong_answer_turned_right_and_no_shortcut_as_revising(
+        tmp_path: Path) -> None:
+    settings, records = stored()
+    built = build(records, tasks(), "deepest", 1)
+    by_id = tasks()
+    for journey in built.journeys:  # real model text, the wrong branch's answer before the reflection
+        assert revision(by_id[journey["question"]], journey["messages"][-1]["content"], True) == "wrong -> right"
+    for shortcut in built.shortcuts:
+        assert revision(by_id[shortcut["question"]], shortcut["messages"][-1]["content"], True) is None
+    for name, rows in (("journey", built.journeys), ("shortcut", built.shortcuts)):
+        with RunStore(tmp_path / f"{name}.db", {"tasks": settings["tasks"], "size": settings["size"],
+                                                "task_seed": settings["seed"]}) as store:
+            for row in rows:  # as `ponder eval` stores a greedy answer
+                text = row["messages"][-1]["content"]
+                store.put(f"{row['question']}#0", {"question": row["question"], "seed": 0, "pool": [], "results": {
+                    "greedy@1": {"text": text, "correct": by_id[row["question"]].is_correct(text),
+                                 "tokens": len(text) // 4}}})
+    done = ponder("journey", "revisions", str(tmp_path / "journey.db"), str(tmp_path / "shortcut.db"), "--out",
+                  str(tmp_path / "table.md"), "--figure", str(tmp_path / "figure.png"), home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = {line.split(" | ")[0]: line.split(" | ") for line in (tmp_path / "table.md").read_text().splitlines()}
+    journeys = len(built.journeys)
+    assert lines["| journey"][1:5] == [str(journeys), "1.00 [1.00, 1.00]", lines["| journey"][3],
+                                       f"{journeys} (100%)"]
+    assert lines["| journey"][5] == str(journeys) and lines["| shortcut"][4] == "0 (0%)"
+    assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
+    assert "no greedy@2 answers" in error_line(ponder("journey", "revisions", str(tmp_path / "journey.db"),
+                                                      "--cell", "greedy@2", home=tmp_path))
+
+
+def test_the_reflection_pattern_takes_reflections_not_words_that_look_like_them() -> None:
+    task = tasks()["gsm_symbolic/1"]
+    assert revision(task, "So 3 + 4 = 8.\n\nWait, 8 does not look right. 3 + 4 = 7.", False) == "wrong -> wrong"
+    assert revision(task, "The wait time is 5 minutes, so the answer is 5.", False) is None
+    assert revision(task, "Hmm, let me think.\n\nThe answer is 5.", False) == "no answer before"

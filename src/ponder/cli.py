@@ -158,7 +158,8 @@ def solve(
                                                       "bon, beam, lookahead, dvts.")] = None,
     answer: Annotated[str | None, typer.Option(help="The right answer, if you know it: reports whether "
                                                     "ponder got it.")] = None,
-    backend: Annotated[str, typer.Option(help="native, native-gguf, native-fp32, llamacpp or vllm (a GPU).")] = "native",
+    backend: Annotated[str, typer.Option(help="native, native-gguf, native-fp32, llamacpp or vllm (a "
+                                              "GPU).")] = "native",
     temperature: Temperature = 0.4, max_tokens: MaxTokens = 512, seed: Seed = 0,
     budget_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens in all.")] = None,
     policy: Annotated[str | None, typer.Option(help="auto: the allocation policy (from `ponder allocate`; default: "
@@ -206,6 +207,7 @@ def solve(
         result = run_search(generator, task, strategy, n, verifier, budget,
                             progress=lambda message: status.update(f"{strategy}, n = {n}: {message}"), **settings)
     if html_path is not None:
+        from ponder.jobs import write_whole
         from ponder.serve.page import thinking_page
 
         page = result.to_dict() | {"question": question, "reference": answer,
@@ -216,9 +218,7 @@ def solve(
             shown = CodeExecutionVerifier().example_results(task, [c.text for c in result.candidates])
             for candidate, examples in zip(page["candidates"], shown):
                 candidate["examples"] = examples
-        partial = html_path.with_name(html_path.name + ".partial")
-        partial.write_text(thinking_page(page))
-        partial.replace(html_path)
+        write_whole(html_path, thinking_page(page))
         err.print(f"the thinking: {html_path}")
     if as_json:
         out.print_json(json.dumps(result.to_dict()))

@@ -176,14 +176,18 @@ def run_all(keys: Sequence[str], work: Callable[[str], dict[str, Any]], store: R
     return ran
 
 
-def write_jsonl(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """All rows or none: written beside the target, then renamed into place (a killed write leaves no half file)."""
+def write_whole(path: Path, content: str | bytes) -> None:
+    """All of it or nothing: written beside the target, then renamed into place (a killed write leaves no half
+    file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+    partial.write_bytes(content if isinstance(content, bytes) else content.encode())
     os.replace(partial, path)
+
+
+def write_jsonl(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """All rows or none (see `write_whole`)."""
+    write_whole(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:

@@ -40,7 +40,8 @@ def evaluate(
     temperature: float = 0.4,
     max_tokens: int = 512,
     width: Annotated[int, typer.Option(help="Tree strategies: children per kept beam.")] = 4,
-    backend: Annotated[str, typer.Option(help="native, native-gguf, native-fp32, llamacpp or vllm (a GPU).")] = "native",
+    backend: Annotated[str, typer.Option(help="native, native-gguf, native-fp32, llamacpp or vllm (a "
+                                              "GPU).")] = "native",
     ray: Annotated[str | None, typer.Option(help="Fan items out on Ray: 'local' or a cluster address.")] = None,
     policy: Annotated[Path | None, typer.Option(help="auto: the allocation policy (default: the one shipped for "
                                                      "the model); each budget is auto's budget.")] = None,
@@ -87,18 +88,12 @@ def _joined(run: Path, formats: list[Path]) -> list[dict]:
 
 
 def _of_templates(run: Run, which: str, share: float) -> list[dict]:
-    """The run's rows whose questions come from templates held out of training (unseen) or not (seen)."""
     from ponder.tasks import load_tasks
-    from ponder.tasks.templates import template_of, unseen
+    from ponder.tasks.templates import rows_of_templates
 
-    if which not in ("seen", "unseen"):
-        raise BadParameter(f"--templates is seen or unseen, not {which!r}")
     settings = run.settings
     tasks = load_tasks(settings["tasks"], settings["size"], settings["task_seed"])
-    template = {t.id: template_of(t) for t in tasks}
-    if all(v is None for v in template.values()):
-        raise BadParameter(f"the questions of {settings['tasks']} have no templates: leave out --templates")
-    return [r for r in run.rows if unseen(template[r["question"]], share) == (which == "unseen")]
+    return rows_of_templates(run.rows, tasks, which, share)
 
 
 def report(
@@ -119,9 +114,9 @@ def report(
 ) -> None:
     """A self-contained HTML report with figures, and a markdown table beside it."""
     from ponder.eval.allocate import with_auto
-    from ponder.search.auto import Policy
     from ponder.eval.report import Run, write_report
     from ponder.jobs import RunStore
+    from ponder.search.auto import Policy
 
     def load(path: Path) -> Run:
         store = RunStore.existing(path)

@@ -118,6 +118,8 @@ def write_report(main: Run, compared: list[Run], out: Path, bins: int = 5,
                  figures: Path | None = None) -> tuple[Path, Path]:
     """The page and the table (and with `figures`, each figure as a PNG in that folder, for a README),
     every file written whole (to a temporary name, then renamed)."""
+    from ponder.jobs import write_whole
+
     page, table, pngs = _build(main, compared, bins)
     trees = tree_pages(main, out.with_name(out.stem + "-trees"))
     if trees:  # each question's search trees, a page each, linked from the report
@@ -128,10 +130,7 @@ def write_report(main: Run, compared: list[Run], out: Path, bins: int = 5,
     files += [(path, content) for _, path, content in trees]
     files += [(figures / name, png) for name, png in pngs.items()] if figures else []
     for path, content in files:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(content if isinstance(content, bytes) else content.encode())
-        partial.replace(path)
+        write_whole(path, content)
     return out, out.with_suffix(".md")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +28,10 @@ def trees(
     temperature: Annotated[float, typer.Option()] = 0.7,
     max_tokens: Annotated[int, typer.Option(help="Per path.")] = 512,
     backend: Annotated[str, typer.Option()] = "native",
+    hold_out_templates: Annotated[float, typer.Option(help="Grow no tree for the questions of this share of "
+                                                           "templates (gsm_symbolic), to judge the trained model on "
+                                                           "unseen ones: `ponder journey revisions --templates "
+                                                           "unseen`.")] = 0.25,
 ) -> None:
     """Run a tree strategy on training questions and store each tree, its finished leaves checked."""
     from ponder.jobs import RunStore, run_all
@@ -38,7 +41,10 @@ def trees(
 
     if parse_spec(strategy)[0] not in ("beam", "dvts", "lookahead") or parse_spec(strategy)[0] not in STRATEGIES:
         raise BadParameter(f"--strategy {strategy!r} grows no tree: use beam, dvts or lookahead")
-    job = TreeJob(model, backend, task, size, seed, strategy, n, verifier, temperature, max_tokens)
+    if not 0 <= hold_out_templates < 1:
+        raise BadParameter(f"--hold-out-templates is a share from 0 to below 1, not {hold_out_templates}")
+    job = TreeJob(model, backend, task, size, seed, strategy, n, verifier, temperature, max_tokens,
+                  hold_out_templates)
     keys = job.keys()
     with RunStore(out_path, job.settings()) as store:
         ran = run_all(keys, job, store, progress="searching")
@@ -60,7 +66,7 @@ def build(
     """Shortcut and journey SFT sets from stored trees (`ponder train sft` takes either)."""
     from ponder.jobs import RunStore, write_jsonl
     from ponder.journey.build import build as build_sets
-    from ponder.journey.trees import training_tasks
+    from ponder.tasks import training_tasks
 
     if wrong < 1:
         raise BadParameter("--wrong must be at least 1")
@@ -68,7 +74,8 @@ def build(
     settings = runs.settings
     if "strategy" not in settings:
         raise BadParameter(f"{store} holds no search trees: make them with `ponder journey trees`")
-    tasks = {t.id: t for t in training_tasks(settings["tasks"], settings["size"], settings["seed"])}
+    tasks = {t.id: t for t in training_tasks(settings["tasks"], settings["size"], settings["seed"],
+                                                     settings.get("hold_out_templates", 0.0))}
     built = build_sets([r for _, r in runs.items()], tasks, branch, wrong, seed)
     for reason, questions in built.skipped.items():
         out.print(f"{len(questions)} questions with {reason}: {', '.join(questions[:8])}"
@@ -99,3 +106,47 @@ def show(
     marks = {"right": "", "wrong": "[wrong turn] ", "reflection": "[reflection] "}
     for segment in record["segments"]:
         out.print(Text(marks[segment["kind"]] + segment["text"].rstrip("\n"), style=styles[segment["kind"]]))
+
+
+@app.command()
+def revisions(
+    stores: Annotated[list[Path], typer.Argument(help="Evaluation stores (`ponder eval`) of the models compared.")],
+    cell: Annotated[str, typer.Option(help="Which answers: a strategy@budget cell of the stores.")] = "greedy@1",
+    templates: Annotated[str | None, typer.Option(help="Only the questions of templates seen in training, or "
+                                                       "unseen (the share of `journey trees "
+                                                       "--hold-out-templates`).")] = None,
+    hold_out_templates: Annotated[float, typer.Option(help="The share of templates held out of "
+                                                           "training.")] = 0.25,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Also write the table here (markdown).")] = None,
+    figure_path: Annotated[Path | None, typer.Option("--figure", help="Accuracy against tokens per answer "
+                                                                      "(PNG).")] = None,
+) -> None:
+    """Accuracy, tokens per answer, and how often answers revise themselves ("Wait, ...") and to what effect:
+    a wrong answer turned right, a right one turned wrong."""
+    from ponder.jobs import RunStore, write_whole
+    from ponder.journey.revisions import figure, markdown_table, summarize
+    from ponder.tasks import load_tasks
+    from ponder.tasks.templates import rows_of_templates
+
+    summaries = []
+    for path in stores:
+        store = RunStore.existing(path)
+        settings, rows = store.settings, [r for _, r in store.items()]
+        if "task_seed" not in settings or not rows:
+            raise BadParameter(f"{path} holds no evaluation results: make them with `ponder eval`")
+        tasks = load_tasks(settings["tasks"], settings["size"], settings["task_seed"])
+        if templates:
+            rows = rows_of_templates(rows, tasks, templates, hold_out_templates)
+            if not rows:
+                raise BadParameter(f"{path} holds no question of {templates} templates")
+        if not any(cell in r["results"] for r in rows):
+            raise BadParameter(f"{path} has no {cell} answers: give --cell as the store has them "
+                               f"({', '.join(sorted(rows[0]['results']))})")
+        summaries.append(summarize(path.stem, rows, {t.id: t for t in tasks}, cell))
+    table = markdown_table(summaries)
+    out.print(table)
+    if out_path:
+        write_whole(out_path, table + "\n")
+    if figure_path:
+        title = "accuracy against tokens per answer" + (f" ({templates} templates)" if templates else "")
+        write_whole(figure_path, figure(summaries, title))

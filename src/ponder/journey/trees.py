@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ponder.budget import Budget
 from ponder.search import Search, make_strategy
+from ponder.tasks import training_tasks
 from ponder.tasks.base import Task
 
 
@@ -25,18 +25,20 @@ class TreeJob:
     verifier: str = "prm"
     temperature: float = 0.7
     max_tokens: int = 512
+    hold_out_templates: float = 0.0  # no trees for this share of templates: the trained model is judged on them
 
     def settings(self) -> dict[str, Any]:
         return asdict(self)
 
     def keys(self) -> list[str]:
-        return [t.id for t in training_tasks(self.tasks, self.size, self.seed)]
+        return [t.id for t in training_tasks(self.tasks, self.size, self.seed, self.hold_out_templates)]
 
     def __call__(self, key: str) -> dict[str, Any]:
         from ponder.engine.backends import shared_generator
         from ponder.verify import make_verifier
 
-        task = next(t for t in training_tasks(self.tasks, self.size, self.seed) if t.id == key)
+        task = next(t for t in training_tasks(self.tasks, self.size, self.seed, self.hold_out_templates)
+                    if t.id == key)
         generator = shared_generator(self.model, self.backend)
         strategy = make_strategy(self.strategy, self.n, temperature=self.temperature, max_tokens=self.max_tokens,
                                  seed=self.seed)
@@ -66,10 +68,3 @@ def path(nodes: list[dict[str, Any]], node_id: int) -> list[dict[str, Any]]:
 
 def path_text(nodes: list[dict[str, Any]], node_id: int) -> str:
     return "".join(n["text"] for n in path(nodes, node_id))
-
-
-@functools.cache
-def training_tasks(spec: str, size: int, seed: int) -> list[Task]:
-    from ponder.tasks import load_tasks, without_evaluation_questions
-
-    return without_evaluation_questions(load_tasks(spec, size, seed))

@@ -10,7 +10,6 @@ sample's own correctness.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -20,6 +19,7 @@ from ponder.engine.protocol import Generator, Sequence
 from ponder.engine.sampling import SamplingParams
 from ponder.errors import BadParameter
 from ponder.prm.features import encode_states, step_states
+from ponder.tasks import training_tasks
 from ponder.tasks.base import Task
 from ponder.verify.base import step_token_ends
 
@@ -89,7 +89,7 @@ class LabelJob:
         return [f"{spec}#{task.id}" for spec in specs for task in self.tasks(spec)]
 
     def tasks(self, spec: str) -> list[Task]:
-        return _training_tasks(spec, self.size, self.seed)
+        return training_tasks(spec, self.size, self.seed)
 
     def __call__(self, key: str) -> dict[str, Any]:
         from ponder.engine.backends import shared_generator
@@ -97,10 +97,3 @@ class LabelJob:
         spec, _, task_id = key.rpartition("#")
         task = next(t for t in self.tasks(spec) if t.id == task_id)
         return label_question(shared_generator(self.model, self.backend), task, self.settings)
-
-
-@functools.cache
-def _training_tasks(spec: str, size: int, seed: int) -> list[Task]:
-    from ponder.tasks import load_tasks, without_evaluation_questions
-
-    return without_evaluation_questions(load_tasks(spec, size, seed))

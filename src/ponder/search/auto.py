@@ -11,7 +11,6 @@ settings come with it ("beam:width=2", "revisions:length=2"), and so does its an
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,10 +56,9 @@ class Policy:
         return levels[max(fitting) if fitting else min(levels)]
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps({"version": POLICY_VERSION} | asdict(self), indent=1) + "\n")
-        os.replace(partial, path)
+        from ponder.jobs import write_whole
+
+        write_whole(path, json.dumps({"version": POLICY_VERSION} | asdict(self), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Policy:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -63,6 +64,7 @@ __all__ = [
     "question_task",
     "normalize_answer",
     "numbers_equal",
+    "training_tasks",
     "without_evaluation_questions",
 ]
 
@@ -80,6 +82,16 @@ def without_evaluation_questions(tasks: list[Task]) -> list[Task]:
 
     held = {prompt(t) for spec, size, seed in EVALUATION_SETS for t in load_tasks(spec, size, seed)}
     return [t for t in tasks if prompt(t) not in held]
+
+
+@functools.cache  # every job of a run asks again
+def training_tasks(spec: str, size: int, seed: int, hold_out_templates: float = 0.0) -> list[Task]:
+    """The task set's questions less the evaluation sets' and, with `hold_out_templates`, less those of that share
+    of templates (see `tasks.templates`), so that a trained model can be judged on templates it never saw."""
+    from ponder.tasks.templates import template_of, unseen
+
+    return [t for t in without_evaluation_questions(load_tasks(spec, size, seed))
+            if not hold_out_templates or (k := template_of(t)) is None or not unseen(k, hold_out_templates)]
 
 
 def question_task(question: str, kind: str = "auto", answer: str | None = None) -> Task:

@@ -18,8 +18,8 @@ import logging
 import re
 import textwrap
 from dataclasses import dataclass
-from typing import Any, ClassVar
 from pathlib import Path
+from typing import Any, ClassVar
 
 from ponder.errors import BadParameter
 from ponder.sandbox import run_python

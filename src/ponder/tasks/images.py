@@ -3,7 +3,8 @@
 - reading: a 6-digit number in black, about 27 pixels high (3% of the image), in DejaVu Sans or Sans Mono, at a
   random place on an 896 x 896 white image among 4 to 9 coloured shapes: "What number is written in the image?"
 - counting: "How many red circles are there?" among shapes of other kinds and colours;
-- text: sums of two one-digit numbers, asked without an image, to check that a model with eyes still answers text questions.
+- text: sums of two one-digit numbers, asked without an image, to check that a model with eyes still answers text
+  questions.
 
 One seed, one list of questions, on every machine: fonts come from matplotlib's package data, not the system.
 """
