@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from dataclasses import dataclass, field, replace
 from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ponder.engine.sampling import SamplingParams

@@ -36,6 +36,7 @@ from ponder.search.base import POOLED
 from ponder.specs import parse_spec
 from ponder.stats import mean
 
+
 def build_policy(rows: list[dict[str, Any]], settings: dict[str, Any], probe: int = 4, bins: int = 5,
                  prior: float = 10.0, predictor: str = "score") -> Policy:
     """The policy a calibration run supports (its pool must have been scored by a verifier).

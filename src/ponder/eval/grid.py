@@ -30,7 +30,6 @@ from ponder.verify import make_verifier
 from ponder.verify.base import Verifier
 
 
-
 @dataclass(frozen=True)
 class GridSettings:
     strategies: tuple[str, ...]

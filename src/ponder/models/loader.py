@@ -23,6 +23,7 @@ from ponder.models.tokenizer import Tokenizer
 from ponder.models.transformer import Transformer
 from ponder.models.weights import build_model
 
+
 @dataclass
 class LoadedModel:
     model: Transformer

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from ponder.budget import Budget
-from ponder.errors import BadParameter
 from ponder.engine.protocol import Sequence
+from ponder.errors import BadParameter
 from ponder.prm.features import step_states
 from ponder.prm.head import ValueHead, load_head
 from ponder.tasks.base import Task

@@ -8,7 +8,6 @@ from typing import Any, Protocol
 from ponder.budget import Budget
 from ponder.engine.protocol import Generator
 from ponder.errors import BadParameter
-from ponder.specs import parse_spec
 from ponder.search.base import Sampling, Search, SearchResult
 from ponder.search.beam import BeamSearch
 from ponder.search.best_of_n import BestOfN
@@ -17,6 +16,7 @@ from ponder.search.dvts import DVTS
 from ponder.search.lookahead import LookaheadSearch
 from ponder.search.majority import MajorityVote
 from ponder.search.revise import Revisions
+from ponder.specs import parse_spec
 from ponder.tasks.base import Task
 from ponder.verify import make_verifier
 from ponder.verify.base import Verifier

@@ -26,11 +26,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ponder.search.auto import Policy
 from ponder.engine.protocol import Sequence
 from ponder.engine.sampling import SamplingParams
 from ponder.engine.scheduler import Scheduler
 from ponder.errors import PonderError
+from ponder.search.auto import Policy
 from ponder.serve.page import chat_page
 from ponder.serve.schemas import EFFORT_BUDGETS, ChatRequest, Common, CompletionRequest, Thinking
 
@@ -369,7 +369,6 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
     import uvicorn
 
     from ponder.engine.backends import open_generator
-
     from ponder.search.auto import POLICIES, shipped_policy
     from ponder.vision.checkpoint import vision_folder
 
