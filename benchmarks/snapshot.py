@@ -6,9 +6,12 @@
 A run store (runs/NAME.db) becomes evidence/NAME.store.jsonl: its settings on the first line, then one
 result a line in the order stored. A benchmark's own file (runs/NAME.jsonl, one question a line) becomes
 evidence/NAME.jsonl. Training (runs/train/) keeps its data sets and each run's metrics and settings in
-evidence/train/; the trained models themselves (gigabytes) are made again from those. The policy's hidden states are left out (most of the bytes): what reads them computes
-them again, one pass per sample. Restoring adds only the items runs/ lacks, so repeating it is harmless,
-and a restored store continues as the same run (same settings, same keys).
+evidence/train/, and a finished LoRA run its adapters (adapter/, fp32, ~35 MB for the 0.5B at rank 16): restored,
+the same `ponder train` command makes the same model folder again from them and its base, where training it again
+on another machine would give another model (bf16 kernels differ in their last bits). The policy's hidden states
+are left out (most of the bytes): what reads them computes them again, one pass per sample. Restoring adds only the
+items runs/ lacks, so repeating it is harmless, and a restored store continues as the same run (same settings, same
+keys).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 from pathlib import Path
 
 from ponder.jobs import RunStore
+from ponder.train.lora import ADAPTER
 
 
 def without_states(record: dict) -> dict:
@@ -51,7 +55,7 @@ def save(runs: Path, evidence: Path) -> None:
         write_lines(evidence / lines.name, rows)
         print(f"{lines} -> {evidence / lines.name}: {len(rows)} rows")
     for made in sorted([*runs.glob("train/*.jsonl"), *runs.glob("train/*/metrics.jsonl"),
-                        *runs.glob("train/*/train.json")]):
+                        *runs.glob("train/*/train.json"), *runs.glob(f"train/*/{ADAPTER}")]):
         target = evidence / made.relative_to(runs)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
@@ -94,6 +98,13 @@ def restore(evidence: Path, runs: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data.read_bytes())
             print(f"{data} -> {target}")
+    for adapter in sorted(evidence.glob(f"train/*/{ADAPTER}")):  # a finished LoRA run: made again from these
+        run, target = adapter.parent.parent, runs / adapter.parent.parent.relative_to(evidence)
+        if not target.exists():
+            for name in ("train.json", "metrics.jsonl", ADAPTER):
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                (target / name).write_bytes((run / name).read_bytes())
+            print(f"{run} -> {target}: its adapters; `ponder train` makes the model again from them")
 
 
     for folder in sorted(evidence.glob("vision/*")):

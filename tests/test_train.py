@@ -231,6 +231,17 @@ def test_sft_on_smollm2_lowers_the_loss_and_the_folder_is_a_model_for_ponder_and
     tokens = torch.tensor([mine.tokenizer.encode_chat([{"role": "user", "content": "What is 4 + 4?"}])])
     with torch.no_grad():
         assert torch.allclose(theirs(tokens).logits, mine.model(tokens), atol=1e-3)
+    # A snapshot keeps the adapters, the settings and the metrics; the same command makes the same model again.
+    snapshot = tmp_path / "snapshot"
+    (snapshot / "adapter").mkdir(parents=True)
+    for name in ("adapter/adapter_model.safetensors", "train.json", "metrics.jsonl"):
+        (snapshot / name).write_bytes((out / name).read_bytes())
+    assert (out / "adapter/adapter_model.safetensors").stat().st_size < (out / "model.safetensors").stat().st_size / 20
+    again = ponder("train", "sft", "smollm2-135m-instruct", str(data), "--out", str(snapshot), "--steps", "4",
+                   "--batch-size", "4", "--lora-rank", "8", "--lr", "2e-3", home=home)
+    assert again.returncode == 0 and "made again from its adapters" in again.stdout, again.stderr
+    a, b = load_file(out / "model.safetensors"), load_file(snapshot / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_training_data_from_a_store_keeps_right_answers_once_and_pairs_them_with_wrong_ones() -> None:

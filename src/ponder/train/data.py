@@ -53,8 +53,8 @@ class Skipped:
     def summary(self) -> str | None:
         if not self.reasons:
             return None
-        return "; ".join(f"{len(lines)} {reason} (line {', '.join(map(str, lines[:5]))}{', ...' if len(lines) > 5 else ''})"
-                         for reason, lines in self.reasons.items())
+        return "; ".join(f"{len(lines)} {reason} (line {', '.join(map(str, lines[:5]))}"
+                         f"{', ...' if len(lines) > 5 else ''})" for reason, lines in self.reasons.items())
 
 
 def _messages(value: Any, role: str, where: str) -> list[dict[str, str]]:

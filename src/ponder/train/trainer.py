@@ -9,7 +9,8 @@ DIR holds, while training: `train.json` (the settings), `metrics.jsonl` (one obj
 (every `save_every` steps: the trainable weights, the optimizer, the step) and for DPO `reference.pt` (the
 reference model's log-probabilities, computed once). Killed at any point and started again, it continues from the
 checkpoint. At the end DIR becomes a model folder (config.json, model.safetensors with LoRA merged, tokenizer)
-that every ponder command and transformers load.
+that every ponder command and transformers load; a LoRA run also keeps its adapters alone (adapter/),
+from which a finished run's folder is made again when only they and train.json are there (a snapshot).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ponder.models.loader import LoadedModel, load
 from ponder.progress import Progress
 from ponder.train.checkpoints import atomic_save, done, keep_metrics_through, resume, save_checkpoint, write_json
 from ponder.train.data import Pair, Skipped, Tokenized, load_pairs, load_sft
-from ponder.train.lora import add_lora, merge_lora
+from ponder.train.lora import ADAPTER, add_lora, load_adapter, merge_lora, save_adapter
 from ponder.train.losses import TokenLogps, collate, dpo_terms, token_logps
 from ponder.train.memory import check_memory
 
@@ -93,6 +94,8 @@ def train(model_spec: str, data: Path, out: Path, settings: TrainSettings,
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     record = {"model": str(model_spec), "data": str(Path(data).resolve()), **asdict(settings)}
     if done(out, record, say):
+        if settings.lora_rank and not (out / "config.json").exists() and (out / ADAPTER).exists():
+            _rebuild(model_spec, out, record, settings, say)  # a snapshot of the run: the adapters, not the model
         return out
     loaded = load(model_spec)
     rows, skipped = _load(data, loaded, settings)
@@ -124,7 +127,8 @@ def train(model_spec: str, data: Path, out: Path, settings: TrainSettings,
         net = nn.parallel.DistributedDataParallel(net)
     last: dict[str, Any] = {}
     with Progress(steps, "training", done=start, unit="steps", every=60.0, enabled=progress and rank == 0,
-                  info=lambda: f"loss {last['loss']:.4f}, {last['tokens_per_s']:.0f} tokens/s" if last else "") as shown:
+                  info=lambda: f"loss {last['loss']:.4f}, {last['tokens_per_s']:.0f} tokens/s" if last else "") \
+            as shown:
         for step in range(start + 1, steps + 1):
             last = _train_step(net, rows, reference, step, steps, settings, device, rank, world, trainable,
                                optimizer, schedule, out, say)
@@ -253,14 +257,20 @@ def _reference(model: nn.Module, pairs: list[Pair], out: Path, settings: TrainSe
     return values.float()
 
 
-
-
-
-
+def _rebuild(model_spec: str, out: Path, record: dict[str, Any], settings: TrainSettings,
+             say: Callable[[str], None]) -> None:
+    """The model folder of a finished LoRA run made again from its saved adapters and its base model."""
+    loaded = load(model_spec)
+    model = load_adapter(add_lora(loaded.model, settings.lora_rank), out / ADAPTER)
+    _save_model(model, loaded, out, record)
+    say(f"{out}: the model made again from its adapters ({ADAPTER}) and {model_spec}")
 
 
 def _save_model(model: nn.Module, loaded: LoadedModel, out: Path, record: dict[str, Any]) -> None:
-    """DIR as a model folder, files moved into place one by one, `train.json` marked done last."""
+    """DIR as a model folder (and a LoRA run's adapters alone, see `save_adapter`), files moved into place one by
+    one, `train.json` marked done last."""
+    if record.get("lora_rank"):
+        save_adapter(model, out / ADAPTER)
     merge_lora(model)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     if loaded.config.tie_embeddings:
@@ -272,8 +282,6 @@ def _save_model(model: nn.Module, loaded: LoadedModel, out: Path, record: dict[s
     staging.rmdir()
     write_json(out / "train.json", record | {"done": True})
     (out / "checkpoint.pt").unlink(missing_ok=True)
-
-
 
 
 def _distributed() -> tuple[int, int]:
