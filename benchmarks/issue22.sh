@@ -23,8 +23,10 @@ PONDER=.venv/bin/ponder
 export PYTHONUNBUFFERED=1
 step() { echo "== $(date -u +%FT%TZ) $*"; }
 $PY benchmarks/snapshot.py restore
-EVAL=(--task gsm_symbolic --size 100 --strategies greedy,majority --budgets 4,8)
-LADDER=(--task chain_sum_ladder --size 50 --strategies greedy,majority --budgets 8)
+# Four questions at once, batched by one engine: the same answers as one by one (tested), in about half the time;
+# seconds per question are then shared wall time (the before runs' were not).
+EVAL=(--task gsm_symbolic --size 100 --strategies greedy,majority --budgets 4,8 --concurrent 4)
+LADDER=(--task chain_sum_ladder --size 50 --strategies greedy,majority --budgets 8 --concurrent 4)
 BEFORE=runs/gsm-cot.db
 
 step "1. before: the 0.5B, greedy and majority@4, @16 (issue 21's run), @8 read off its pool; the same on the ladder"
@@ -66,7 +68,7 @@ ROWS=$(wc -l < runs/train/gsm-revisions.jsonl)
 $PONDER train sft qwen2.5-coder-0.5b-instruct runs/train/gsm-revisions.jsonl --out runs/train/gsm-reviser \
     --lora-rank 16 --bf16 --steps $(( 2 * ROWS / 16 )) --save-every 5
 step "10. revisions at 8 attempts (chains of 4 and of 8): prompted (the base model) and by the revision model"
-REVISE=(--task gsm_symbolic --size 100 --strategies revisions,revisions:length=8 --budgets 8)
+REVISE=(--task gsm_symbolic --size 100 --strategies revisions,revisions:length=8 --budgets 8 --concurrent 4)
 $PONDER eval "${REVISE[@]}" --out runs/gsm-revise-prompted.db
 $PONDER eval --model runs/train/gsm-reviser "${REVISE[@]}" --out runs/gsm-revise-trained.db
 # Difficulty bins from the base model's own pool (step 1), the same for both.

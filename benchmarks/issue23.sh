@@ -41,9 +41,9 @@ step "4. greedy on the 100 evaluation questions and the chain_sum ladder: before
 for model in qwen2.5-coder-0.5b-instruct runs/train/shortcut runs/train/journey runs/train/shortcut-tokens; do
     name=$(basename $model)
     $PONDER eval --model $model --task gsm_symbolic --size 100 --strategies greedy --budgets 1 --max-tokens 1024 \
-        --out runs/journey-gsm-$name.db
+        --concurrent 8 --out runs/journey-gsm-$name.db
     $PONDER eval --model $model --task chain_sum_ladder --size 50 --strategies greedy --budgets 1 --max-tokens 1024 \
-        --out runs/journey-ladder-$name.db
+        --concurrent 8 --out runs/journey-ladder-$name.db
 done
 step "5. the tables and figures: accuracy against tokens per answer, and what the answers' revisions did"
 GSM=() LADDER=()

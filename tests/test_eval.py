@@ -279,6 +279,27 @@ def test_eval_report_allocate_and_auto_on_real_weights(tmp_path: Path) -> None:
     assert all({"majority@2", "auto@2"} <= set(item["results"]) for _, item in RunStore.existing(auto_run).items())
 
 
+def test_items_at_once_give_the_answers_and_samples_of_items_one_by_one(tmp_path: Path) -> None:
+    from reference import ponder_model
+
+    ponder_model("smollm2-135m-instruct")
+    args = ["eval", "--model", "smollm2-135m-instruct", "--task", "gsm_symbolic", "--size", "4", "--strategies",
+            "greedy,majority,bon", "--verifier", "arithmetic", "--budgets", "3", "--max-tokens", "40"]
+    for name, concurrent in (("alone", "1"), ("together", "3")):
+        done = ponder(*args, "--concurrent", concurrent, "--out", str(tmp_path / f"{name}.db"))
+        assert done.returncode == 0, done.stderr
+    alone, together = (dict(RunStore.existing(tmp_path / f"{name}.db").items()) for name in ("alone", "together"))
+    assert alone.keys() == together.keys() and len(alone) == 4
+    for key, item in alone.items():  # batched with other questions' sequences, each answer is the same
+        other = together[key]
+        assert [s["text"] for s in item["pool"]] == [s["text"] for s in other["pool"]]
+        for cell, entry in item["results"].items():
+            assert (entry["answer"], entry["correct"], entry.get("text")) == \
+                (other["results"][cell]["answer"], other["results"][cell]["correct"], other["results"][cell].get("text"))
+    assert "--concurrent" in error_line(ponder(*args, "--concurrent", "2", "--backend", "llamacpp", "--out",
+                                               str(tmp_path / "x.db")))
+
+
 def test_a_grid_runs_variants_of_a_strategy_apart_each_as_it_runs_alone() -> None:
     grid = GridSettings(("majority", "beam", "beam:width=2", "revisions", "revisions:length=2"), (2, 4),
                         verifier="scripted")

@@ -192,3 +192,26 @@ def test_evidence_snapshot_round_trips_stores_and_benchmark_rows_without_states(
         assert sorted(store.items()) == [("q0", bare[0]), ("q1", result(1)), ("q2", bare[2])]
     rows = [json.loads(line) for line in (fresh / "search.jsonl").read_text().splitlines()]
     assert rows == [result(0), bare[1]]
+
+
+def test_threads_store_every_result_once_and_a_failure_stops_the_run(tmp_path: Path) -> None:
+    def slow_square(key: str) -> dict[str, Any]:
+        time.sleep(random.Random(key).random() / 50)  # finish out of order
+        return Square()(key)
+
+    with RunStore(tmp_path / "threads.db", {"n": 30}) as store:
+        store.put(KEYS[0], Square()(KEYS[0]))
+        assert run_all(KEYS, slow_square, store, threads=4) == 29
+        assert dict(store.items()) == {k: Square()(k) for k in KEYS}
+
+    def fails_on_7(key: str) -> dict[str, Any]:
+        if key == "item-07":
+            raise ValueError("item-07 failed")
+        return Square()(key)
+
+    with RunStore(tmp_path / "failing.db", {"n": 30}) as store:
+        with pytest.raises(ValueError, match="item-07 failed"):
+            run_all(KEYS, fails_on_7, store, threads=3)
+        assert "item-07" not in dict(store.items()) and len(store) < 30
+        with pytest.raises(BadParameter, match="at least 1"):
+            run_all(KEYS, Square(), store, threads=0)

@@ -14,6 +14,7 @@ import os
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +128,12 @@ def _progress(label: str | None, total: int, completed: int) -> Iterator[Callabl
 
 
 def run_all(keys: Sequence[str], work: Callable[[str], dict[str, Any]], store: RunStore, *,
-            ray_address: str | None = None, progress: str | None = None, max_in_flight: int | None = None) -> int:
+            ray_address: str | None = None, progress: str | None = None, max_in_flight: int | None = None,
+            threads: int = 1) -> int:
     """Run `work(key)` for every key not yet in `store`, storing each result as soon as it exists; returns how many
-    ran. Locally (ray_address None): in order, in this process. On Ray ("local" starts a local Ray, else an address
-    for ray.init): `work` is pickled to Ray tasks, at most `max_in_flight` at once (default: the cluster's CPUs)."""
+    ran. Locally (ray_address None): in order, in this process, or `threads` keys at once in threads of it (for
+    work that shares one batching engine). On Ray ("local" starts a local Ray, else an address for ray.init):
+    `work` is pickled to Ray tasks, at most `max_in_flight` at once (default: the cluster's CPUs)."""
     seen: set[str] = set()
     for key in keys:
         if key in seen:
@@ -138,6 +141,8 @@ def run_all(keys: Sequence[str], work: Callable[[str], dict[str, Any]], store: R
         seen.add(key)
     if max_in_flight is not None and max_in_flight < 1:
         raise BadParameter(f"max_in_flight must be at least 1, not {max_in_flight}")
+    if threads < 1:
+        raise BadParameter(f"items at once must be at least 1, not {threads}")
     if ray_address is not None:
         try:
             import ray
@@ -147,10 +152,24 @@ def run_all(keys: Sequence[str], work: Callable[[str], dict[str, Any]], store: R
     todo = deque(key for key in keys if key not in done)
     ran = len(todo)
     with _progress(progress, len(keys), len(keys) - ran) as advance:
-        if ray_address is None:
+        if ray_address is None and threads == 1:
             for key in todo:
                 store.put(key, work(key))
                 advance()
+            return ran
+        if ray_address is None:
+            pool, running = ThreadPoolExecutor(threads), {}
+            try:
+                while todo or running:
+                    while todo and len(running) < threads:
+                        key = todo.popleft()
+                        running[pool.submit(work, key)] = key
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:  # this thread is the store's one writer
+                        store.put(running.pop(future), future.result())
+                        advance()
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
             return ran
         started = not ray.is_initialized()  # a caller's own Ray is left running
         if started:

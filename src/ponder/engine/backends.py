@@ -82,3 +82,17 @@ def too_big_to_copy(path: Path) -> bool:
 def shared_generator(model: str, backend: str = "native") -> Generator:
     """One generator per (model, backend) in this process: what the workers of a long job reuse."""
     return open_generator(model, backend)
+
+
+@functools.cache
+def shared_scheduler(model: str, backend: str = "native") -> Generator:
+    """`shared_generator`'s engine behind a Scheduler: the calls of several threads (items of a job run at once)
+    batched together, each thread charged for its own work."""
+    from ponder.engine.batched import BatchedGenerator
+    from ponder.engine.scheduler import Scheduler
+
+    engine = shared_generator(model, backend)
+    if not isinstance(engine, BatchedGenerator):
+        raise BadParameter(f"items at once (--concurrent) need ponder's own engine, not --backend {backend}: use "
+                           "native, native-gguf or native-fp32")
+    return Scheduler(engine)

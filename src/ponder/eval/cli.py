@@ -48,6 +48,9 @@ def evaluate(
     answer_format: Annotated[str, typer.Option("--format", help="cot (a chain of thought), program (a Python "
                                                                 "program, run in the sandbox: its printed result "
                                                                 "is the answer) or mixed (both in turn).")] = "cot",
+    concurrent: Annotated[int, typer.Option(help="Items at once, their sequences batched by one engine: the same "
+                                                 "answers, sooner (greedy answers gain most); each item's seconds "
+                                                 "are then shared with the others.")] = 1,
 ) -> None:
     """Run a grid of strategies x budgets x seeds over a task set; every result in one SQLite store."""
     from ponder.eval.grid import EvalJob, GridSettings
@@ -66,10 +69,13 @@ def evaluate(
         from ponder.search.auto import Policy, shipped_policy
 
         Policy.load(policy) if policy else shipped_policy(model)
-    job = EvalJob(model, backend, task, size, task_seed, grid)
+    if concurrent < 1 or (concurrent > 1 and (ray or backend not in ("native", "native-gguf", "native-fp32"))):
+        raise BadParameter("--concurrent takes a number from 1, on ponder's own engine (native, native-gguf, "
+                           "native-fp32) without --ray")
+    job = EvalJob(model, backend, task, size, task_seed, grid, concurrent)
     keys = job.keys(seeds)
     with RunStore(out_path, job.settings(seeds)) as store:
-        ran = run_all(keys, job, store, ray_address=ray, progress="evaluating")
+        ran = run_all(keys, job, store, ray_address=ray, progress="evaluating", threads=concurrent)
     out.print(f"{len(keys)} items ({ran} now) in {out_path}: `ponder report {out_path}` summarises them")
 
 

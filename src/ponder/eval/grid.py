@@ -13,6 +13,7 @@ their settings too.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -178,6 +179,10 @@ class EvalJob:
     size: int
     task_seed: int
     grid: GridSettings
+    # Items run at once in threads, their calls batched by one engine (a Scheduler). Not a setting of the run: the
+    # answers are the same (ponder's kernels and seeded sampling are batch-invariant; tested), only the seconds
+    # are wall times shared with the other items in flight.
+    concurrent: int = 1
 
     def settings(self, seeds: int) -> dict[str, Any]:
         """What the run's store records, and checks when the run is resumed."""
@@ -189,13 +194,13 @@ class EvalJob:
                 for seed in range(seeds)]
 
     def __call__(self, key: str) -> dict[str, Any]:
-        from ponder.engine.backends import shared_generator
-
         task_id, _, seed = key.rpartition("#")
         tasks = _tasks(self.tasks, self.size, self.task_seed, self.grid.answer_format)
         task = next(t for t in tasks if t.id == task_id)
-        generator = shared_generator(self.model, self.backend)
-        return run_item(generator, task, int(seed), self.grid, _verifier(self.model, self.backend, self.grid.verifier))
+        with _OPENING:  # items at once: the first opens the model, the others wait for it (not a copy each)
+            generator = _generator(self.model, self.backend, self.concurrent > 1)
+            verifier = _verifier(self.model, self.backend, self.grid.verifier, self.concurrent > 1)
+        return run_item(generator, task, int(seed), self.grid, verifier)
 
 
 @functools.cache
@@ -205,8 +210,15 @@ def _tasks(spec: str, size: int, seed: int, answer_format: str = "cot") -> list[
     return [with_format(task, answer_format) for task in load_tasks(spec, size, seed)]
 
 
-@functools.cache
-def _verifier(model: str, backend: str, name: str | None) -> Verifier | None:
-    from ponder.engine.backends import shared_generator
+_OPENING = threading.Lock()
 
-    return make_verifier(name, shared_generator(model, backend)) if name else None
+
+def _generator(model: str, backend: str, shared_by_threads: bool) -> Generator:
+    from ponder.engine.backends import shared_generator, shared_scheduler
+
+    return (shared_scheduler if shared_by_threads else shared_generator)(model, backend)
+
+
+@functools.cache
+def _verifier(model: str, backend: str, name: str | None, shared_by_threads: bool = False) -> Verifier | None:
+    return make_verifier(name, _generator(model, backend, shared_by_threads)) if name else None
