@@ -294,8 +294,9 @@ def test_items_at_once_give_the_answers_and_samples_of_items_one_by_one(tmp_path
         other = together[key]
         assert [s["text"] for s in item["pool"]] == [s["text"] for s in other["pool"]]
         for cell, entry in item["results"].items():
+            theirs = other["results"][cell]
             assert (entry["answer"], entry["correct"], entry.get("text")) == \
-                (other["results"][cell]["answer"], other["results"][cell]["correct"], other["results"][cell].get("text"))
+                (theirs["answer"], theirs["correct"], theirs.get("text"))
     assert "--concurrent" in error_line(ponder(*args, "--concurrent", "2", "--backend", "llamacpp", "--out",
                                                str(tmp_path / "x.db")))
 
