@@ -21,7 +21,7 @@ step() { echo "== $(date -u +%FT%TZ) $*"; }
 $PY benchmarks/snapshot.py restore
 
 step "1. search trees on 150 training questions"
-$PONDER journey trees --task gsm_symbolic --size 150 --seed 11 --n 8 --out runs/journey-trees.db
+$PONDER journey trees --task gsm_symbolic --size 150 --seed 11 --n 8 --concurrent 4 --out runs/journey-trees.db
 step "2. shortcut and journey sets (the deepest wrong branch, one a journey)"
 $PONDER journey build runs/journey-trees.db --shortcut runs/train/journey-shortcut.jsonl \
     --journey runs/train/journey-journey.jsonl

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,17 @@ def too_big_to_copy(path: Path) -> bool:
 def shared_generator(model: str, backend: str = "native") -> Generator:
     """One generator per (model, backend) in this process: what the workers of a long job reuse."""
     return open_generator(model, backend)
+
+
+# Held while a job's item opens what it shares (the model, a verifier on it): items run at once in threads would
+# each open a copy of the model otherwise (functools.cache does not make the first callers wait for each other).
+OPENING = threading.RLock()
+
+
+def shared_engine(model: str, backend: str, shared_by_threads: bool) -> Generator:
+    """What an item of a long job runs on: `shared_generator`, or `shared_scheduler` when items run at once."""
+    with OPENING:
+        return (shared_scheduler if shared_by_threads else shared_generator)(model, backend)
 
 
 @functools.cache

@@ -13,7 +13,6 @@ their settings too.
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -197,8 +196,10 @@ class EvalJob:
         task_id, _, seed = key.rpartition("#")
         tasks = _tasks(self.tasks, self.size, self.task_seed, self.grid.answer_format)
         task = next(t for t in tasks if t.id == task_id)
-        with _OPENING:  # items at once: the first opens the model, the others wait for it (not a copy each)
-            generator = _generator(self.model, self.backend, self.concurrent > 1)
+        from ponder.engine.backends import OPENING, shared_engine
+
+        with OPENING:  # items at once: the first opens the model and verifier, the others wait for them
+            generator = shared_engine(self.model, self.backend, self.concurrent > 1)
             verifier = _verifier(self.model, self.backend, self.grid.verifier, self.concurrent > 1)
         return run_item(generator, task, int(seed), self.grid, verifier)
 
@@ -210,15 +211,8 @@ def _tasks(spec: str, size: int, seed: int, answer_format: str = "cot") -> list[
     return [with_format(task, answer_format) for task in load_tasks(spec, size, seed)]
 
 
-_OPENING = threading.Lock()
-
-
-def _generator(model: str, backend: str, shared_by_threads: bool) -> Generator:
-    from ponder.engine.backends import shared_generator, shared_scheduler
-
-    return (shared_scheduler if shared_by_threads else shared_generator)(model, backend)
-
-
 @functools.cache
 def _verifier(model: str, backend: str, name: str | None, shared_by_threads: bool = False) -> Verifier | None:
-    return make_verifier(name, _generator(model, backend, shared_by_threads)) if name else None
+    from ponder.engine.backends import shared_engine
+
+    return make_verifier(name, shared_engine(model, backend, shared_by_threads)) if name else None

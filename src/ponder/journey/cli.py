@@ -32,6 +32,8 @@ def trees(
                                                            "templates (gsm_symbolic), to judge the trained model on "
                                                            "unseen ones: `ponder journey revisions --templates "
                                                            "unseen`.")] = 0.25,
+    concurrent: Annotated[int, typer.Option(help="Questions at once, batched by one engine: the same trees, "
+                                                 "sooner.")] = 1,
 ) -> None:
     """Run a tree strategy on training questions and store each tree, its finished leaves checked."""
     from ponder.jobs import RunStore, run_all
@@ -43,11 +45,14 @@ def trees(
         raise BadParameter(f"--strategy {strategy!r} grows no tree: use beam, dvts or lookahead")
     if not 0 <= hold_out_templates < 1:
         raise BadParameter(f"--hold-out-templates is a share from 0 to below 1, not {hold_out_templates}")
+    if concurrent < 1 or (concurrent > 1 and backend not in ("native", "native-gguf", "native-fp32")):
+        raise BadParameter("--concurrent takes a number from 1, on ponder's own engine (native, native-gguf, "
+                           "native-fp32)")
     job = TreeJob(model, backend, task, size, seed, strategy, n, verifier, temperature, max_tokens,
-                  hold_out_templates)
+                  hold_out_templates, concurrent)
     keys = job.keys()
     with RunStore(out_path, job.settings()) as store:
-        ran = run_all(keys, job, store, progress="searching")
+        ran = run_all(keys, job, store, progress="searching", threads=concurrent)
     out.print(f"{len(keys)} trees ({ran} now) in {out_path}: `ponder journey build {out_path} ...` makes the sets")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,24 +27,33 @@ class TreeJob:
     temperature: float = 0.7
     max_tokens: int = 512
     hold_out_templates: float = 0.0  # no trees for this share of templates: the trained model is judged on them
+    concurrent: int = 1  # questions at once, batched by one engine: the same trees, sooner (not a setting)
 
     def settings(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "concurrent"}
 
     def keys(self) -> list[str]:
         return [t.id for t in training_tasks(self.tasks, self.size, self.seed, self.hold_out_templates)]
 
     def __call__(self, key: str) -> dict[str, Any]:
-        from ponder.engine.backends import shared_generator
-        from ponder.verify import make_verifier
+        from ponder.engine.backends import OPENING, shared_engine
 
         task = next(t for t in training_tasks(self.tasks, self.size, self.seed, self.hold_out_templates)
                     if t.id == key)
-        generator = shared_generator(self.model, self.backend)
+        with OPENING:
+            generator = shared_engine(self.model, self.backend, self.concurrent > 1)
+            verifier = _verifier(self.verifier, generator)
         strategy = make_strategy(self.strategy, self.n, temperature=self.temperature, max_tokens=self.max_tokens,
                                  seed=self.seed)
-        result = strategy.run(Search(generator, task, Budget(), make_verifier(self.verifier, generator)))
+        result = strategy.run(Search(generator, task, Budget(), verifier))
         return tree_record(task, [n.to_dict() for n in result.tree or []])
+
+
+@functools.cache  # one a process: a learned verifier loads its head once
+def _verifier(name: str, generator: Any) -> Any:
+    from ponder.verify import make_verifier
+
+    return make_verifier(name, generator)
 
 
 def tree_record(task: Task, nodes: list[dict[str, Any]]) -> dict[str, Any]:
