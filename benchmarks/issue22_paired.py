@@ -1,0 +1,69 @@
+"""Issue 22's paired comparisons: per question, after training against before, with 95% bootstrap intervals of the
+mean difference (the same questions on both sides, so question difficulty cancels out), on all 100 evaluation
+questions and on the seen and unseen templates apart; and the two SFT models trained from the same data, seed and
+settings on two machines (the EPYC's, which answered 69 questions, and this one's) set against each other.
+
+    .venv/bin/python benchmarks/issue22_paired.py > evidence/gsm-sft-paired.txt
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from ponder.jobs import RunStore
+from ponder.tasks import load_tasks
+from ponder.tasks.templates import template_of, unseen
+
+RUNS = Path("runs")
+
+
+def cell(run: str, name: str, what: str = "correct") -> dict[str, float]:
+    path = RUNS / f"{run}.db"
+    if not path.exists():
+        return {}
+    return {r["question"]: r["results"][name][what] for _, r in RunStore.existing(path).items()
+            if name in r["results"]}
+
+
+def paired(before: dict[str, float], after: dict[str, float], questions: list[str],
+           rounds: int = 4000) -> str:
+    diffs = [float(after[q]) - float(before[q]) for q in questions]
+    rng = random.Random(0)
+    means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(rounds))
+    return f"{sum(diffs) / len(diffs):+.2f} [{means[int(0.025 * rounds)]:+.2f}, {means[int(0.975 * rounds)]:+.2f}]"
+
+
+def main() -> None:
+    tasks = load_tasks("gsm_symbolic", 100, 2024)
+    split = {t.id: "unseen" if unseen(template_of(t), 0.25) else "seen" for t in tasks}
+    before = {"greedy": cell("gsm-cot", "greedy@1"), "majority@8": cell("gsm-cot-at-8", "majority@8"),
+              "majority@16": cell("gsm-cot", "majority@16")}
+    comparisons = [("before", before)]
+    for stage in ("sft", "dpo"):
+        run = f"gsm-after-{stage}"
+        after = {"greedy": cell(run, "greedy@1"), "majority@8": cell(run, "majority@8")}
+        if len(after["greedy"]) == 100:
+            comparisons.append((f"after {stage.upper()}", after))
+    for label, after in comparisons[1:]:
+        print(f"{label} against before (mean difference in accuracy, paired over questions, 95% CI):")
+        for which in ("all", "seen", "unseen"):
+            questions = [q for q in after["greedy"] if which == "all" or split[q] == which]
+            print(f"  {which} templates ({len(questions)} questions): "
+                  f"greedy {paired(before['greedy'], after['greedy'], questions)}; "
+                  f"greedy after - majority@16 before {paired(before['majority@16'], after['greedy'], questions)}; "
+                  f"majority@8 {paired(before['majority@8'], after['majority@8'], questions)}")
+    epyc, here = cell("gsm-after-sft-epyc", "greedy@1"), cell("gsm-after-sft", "greedy@1")
+    if epyc and here:
+        questions = sorted(epyc)
+        answers = cell("gsm-after-sft-epyc", "greedy@1", "answer"), cell("gsm-after-sft", "greedy@1", "answer")
+        same = sum(answers[0][q] == answers[1][q] for q in questions)
+        print(f"two SFT models from the same data, seed and settings (EPYC; Xeon with AMX), on the {len(questions)} "
+              f"questions both answered: greedy accuracy {sum(epyc[q] for q in questions) / len(questions):.2f} and "
+              f"{sum(here[q] for q in questions) / len(questions):.2f}, difference {paired(epyc, here, questions)}; "
+              f"the same greedy answer on {same} of {len(questions)}; majority@8 difference "
+              f"{paired(cell('gsm-after-sft-epyc', 'majority@8'), cell('gsm-after-sft', 'majority@8'), questions)}")
+
+
+if __name__ == "__main__":
+    main()
