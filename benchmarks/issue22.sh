@@ -48,8 +48,10 @@ step "5. after SFT: greedy and majority@4"
 $PONDER eval --model runs/train/gsm-sft "${EVAL[@]}" --out runs/gsm-after-sft.db
 $PONDER eval --model runs/train/gsm-sft "${LADDER[@]}" --out runs/ladder-after-sft.db
 step "6. DPO on the SFT model (LoRA 16, bf16 autocast, one pass)"
+# Two pairs a forward pass (four sequences): at four, the loss tokens' logits of the longest pairs would need ~21 GiB.
+# The same steps either way (a step's loss is normalised over the whole step).
 $PONDER train dpo runs/train/gsm-sft runs/train/gsm-pairs.jsonl --out runs/train/gsm-dpo --lora-rank 16 --bf16 \
-    --save-every 5
+    --micro-batch 2 --save-every 5
 step "7. after SFT + DPO: greedy and majority@4"
 $PONDER eval --model runs/train/gsm-dpo "${EVAL[@]}" --out runs/gsm-after-dpo.db
 $PONDER eval --model runs/train/gsm-dpo "${LADDER[@]}" --out runs/ladder-after-dpo.db

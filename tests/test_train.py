@@ -174,6 +174,9 @@ def test_the_cli_refuses_bad_settings_and_a_run_that_would_not_fit_in_memory_bef
         done = ponder("train", "sft", model, str(data), "--out", str(tmp_path / "o"), *args, home=tmp_path)
         assert says in error_line(done)
         assert not (tmp_path / "o" / "model.safetensors").exists()
+    lora = error_line(ponder("train", "sft", model, str(data), "--out", str(tmp_path / "o"), "--micro-batch",
+                             "100000000", "--batch-size", "2", "--lora-rank", "4", home=tmp_path))
+    assert "training would need about" in lora and "train LoRA" not in lora  # it is LoRA already
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
     done = ponder("train", "sft", model, str(data), "--out", str(tmp_path / "taken"), "--batch-size", "2", home=tmp_path)

@@ -39,5 +39,6 @@ def available_bytes() -> int | None:
 def check_memory(cfg: ModelConfig, settings: TrainSettings, longest: int) -> None:
     need, have = estimate_bytes(cfg, settings, longest), available_bytes()
     if have is not None and need > 0.9 * have:
+        lora = "" if settings.lora_rank else ", or train LoRA (--lora-rank 16)"
         raise BadParameter(f"training would need about {need / GIB:.1f} GiB and {have / GIB:.1f} GiB are free: "
-                           "lower --micro-batch or --max-length, or train LoRA (--lora-rank 16)")
+                           f"lower --micro-batch or --max-length{lora}")
