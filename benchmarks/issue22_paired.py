@@ -1,7 +1,8 @@
 """Issue 22's paired comparisons: per question, after training against before, with 95% bootstrap intervals of the
 mean difference (the same questions on both sides, so question difficulty cancels out), on all 100 evaluation
-questions and on the seen and unseen templates apart; and the two SFT models trained from the same data, seed and
-settings on two machines (the EPYC's, which answered 69 questions, and this one's) set against each other.
+questions and on the seen and unseen templates apart, and on the chain_sum ladder; and the two SFT models trained
+from the same data, seed and settings on two machines (the EPYC's, which answered 69 questions, and this one's) set
+against each other.
 
     .venv/bin/python benchmarks/issue22_paired.py > evidence/gsm-sft-paired.txt
 """
@@ -53,6 +54,13 @@ def main() -> None:
                   f"greedy {paired(before['greedy'], after['greedy'], questions)}; "
                   f"greedy after - majority@16 before {paired(before['majority@16'], after['greedy'], questions)}; "
                   f"majority@8 {paired(before['majority@8'], after['majority@8'], questions)}")
+    for stage in ("sft", "dpo"):  # the chain_sum ladder: another task, never trained on
+        after, voted = cell(f"ladder-after-{stage}", "greedy@1"), cell(f"ladder-after-{stage}", "majority@8")
+        if len(after) == 50:
+            questions = sorted(after)
+            print(f"ladder after {stage.upper()} against before (50 questions): greedy "
+                  f"{paired(cell('ladder', 'greedy@1'), after, questions)}; majority@8 "
+                  f"{paired(cell('ladder-at-8', 'majority@8'), voted, questions)}")
     epyc, here = cell("gsm-after-sft-epyc", "greedy@1"), cell("gsm-after-sft", "greedy@1")
     if epyc and here:
         questions = sorted(epyc)
