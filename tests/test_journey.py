@@ -100,11 +100,13 @@ def test_journey_trees_runs_a_tree_strategy_and_checks_its_leaves(tmp_path: Path
     assert done.returncode == 0, done.stderr
     [(key, record)] = RunStore.existing(out).items()
     assert record["nodes"] and all(str(n["id"]) in record["leaves"] for n in record["nodes"] if n["state"] == "finished")
-    args[args.index("--size") + 1] = "3"  # three questions at once: the same trees as one by one
-    for concurrent, store in (("1", tmp_path / "one.db"), ("3", tmp_path / "three.db")):
-        assert ponder(*args[:-1], str(store), "--concurrent", concurrent, home=home).returncode == 0
-    one, three = (dict(RunStore.existing(tmp_path / name).items()) for name in ("one.db", "three.db"))
-    assert len(one) == 3 and one == three
+    args[args.index("--size") + 1] = "2"  # two questions at once: the same trees as one by one
+    for concurrent, store in (("1", tmp_path / "one.db"), ("2", tmp_path / "two.db")):
+        # a generous timeout: CI shares its two cores with whatever else runs (a failure in CI was this timeout)
+        done = ponder(*args[:-1], str(store), "--concurrent", concurrent, home=home, timeout=1200)
+        assert done.returncode == 0, done.stderr
+    one, two = (dict(RunStore.existing(tmp_path / name).items()) for name in ("one.db", "two.db"))
+    assert len(one) == 2 and one == two
     assert "grows no tree" in error_line(ponder(*args[:-2], "--strategy", "majority", "--out", str(out), home=home))
 
 
