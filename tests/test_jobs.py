@@ -192,6 +192,21 @@ def test_evidence_snapshot_round_trips_stores_and_benchmark_rows_without_states(
         assert sorted(store.items()) == [("q0", bare[0]), ("q1", result(1)), ("q2", bare[2])]
     rows = [json.loads(line) for line in (fresh / "search.jsonl").read_text().splitlines()]
     assert rows == [result(0), bare[1]]
+    # A finished LoRA run: its adapters go packed (smaller, lossless) and come back byte for byte.
+    from safetensors.torch import save
+
+    import torch
+    from ponder.train.lora import ADAPTER
+
+    adapter = save({"a.lora_A.default.weight": torch.randn(16, 37), "a.lora_B.default.weight": torch.randn(5, 16)})
+    for name, data in (("train.json", b'{"done": true}'), ("metrics.jsonl", b'{"step": 1}\n'), (ADAPTER, adapter)):
+        (runs / "train" / "sft" / name).parent.mkdir(parents=True, exist_ok=True)
+        (runs / "train" / "sft" / name).write_bytes(data)
+    snapshot.save(runs, evidence)
+    assert not (evidence / "train" / "sft" / ADAPTER).exists()
+    snapshot.restore(evidence, fresh)
+    assert (fresh / "train" / "sft" / ADAPTER).read_bytes() == adapter
+    assert snapshot.unpacked(snapshot.packed(adapter[:-3])) == adapter[:-3]  # any length
 
 
 def test_threads_store_every_result_once_and_a_failure_stops_the_run(tmp_path: Path) -> None:
