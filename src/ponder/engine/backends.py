@@ -105,6 +105,12 @@ def shared_scheduler(model: str, backend: str = "native") -> Generator:
 
     engine = shared_generator(model, backend)
     if not isinstance(engine, BatchedGenerator):
-        raise BadParameter(f"items at once (--concurrent) need ponder's own engine, not --backend {backend}: use "
-                           "native, native-gguf or native-fp32")
+        check_concurrent(2, backend)
     return Scheduler(engine)
+
+
+def check_concurrent(concurrent: int, backend: str, ray: str | None = None) -> None:
+    """`--concurrent` (items at once through one engine), said before anything loads."""
+    if concurrent < 1 or (concurrent > 1 and (ray or backend not in ("native", "native-gguf", "native-fp32"))):
+        raise BadParameter("--concurrent takes a number from 1, on ponder's own engine (native, native-gguf, "
+                           "native-fp32) without --ray")

@@ -53,6 +53,7 @@ def evaluate(
                                                  "are then shared with the others.")] = 1,
 ) -> None:
     """Run a grid of strategies x budgets x seeds over a task set; every result in one SQLite store."""
+    from ponder.engine.backends import check_concurrent
     from ponder.eval.grid import EvalJob, GridSettings
     from ponder.jobs import RunStore, run_all
     from ponder.specs import split_specs
@@ -69,9 +70,7 @@ def evaluate(
         from ponder.search.auto import Policy, shipped_policy
 
         Policy.load(policy) if policy else shipped_policy(model)
-    if concurrent < 1 or (concurrent > 1 and (ray or backend not in ("native", "native-gguf", "native-fp32"))):
-        raise BadParameter("--concurrent takes a number from 1, on ponder's own engine (native, native-gguf, "
-                           "native-fp32) without --ray")
+    check_concurrent(concurrent, backend, ray)
     job = EvalJob(model, backend, task, size, task_seed, grid, concurrent)
     keys = job.keys(seeds)
     with RunStore(out_path, job.settings(seeds)) as store:

@@ -26,7 +26,7 @@ from ponder.search.revise import Revisions
 from ponder.specs import parse_spec
 from ponder.tasks.base import Task
 from ponder.tasks.program import FORMATS, with_format
-from ponder.verify import make_verifier
+from ponder.verify import make_verifier, shared_verifier
 from ponder.verify.base import Verifier
 
 
@@ -193,14 +193,15 @@ class EvalJob:
                 for seed in range(seeds)]
 
     def __call__(self, key: str) -> dict[str, Any]:
+        from ponder.engine.backends import OPENING, shared_engine
+
         task_id, _, seed = key.rpartition("#")
         tasks = _tasks(self.tasks, self.size, self.task_seed, self.grid.answer_format)
         task = next(t for t in tasks if t.id == task_id)
-        from ponder.engine.backends import OPENING, shared_engine
-
+        threads, name = self.concurrent > 1, self.grid.verifier
         with OPENING:  # items at once: the first opens the model and verifier, the others wait for them
-            generator = shared_engine(self.model, self.backend, self.concurrent > 1)
-            verifier = _verifier(self.model, self.backend, self.grid.verifier, self.concurrent > 1)
+            generator = shared_engine(self.model, self.backend, threads)
+            verifier = shared_verifier(name, self.model, self.backend, threads) if name else None
         return run_item(generator, task, int(seed), self.grid, verifier)
 
 
@@ -209,10 +210,3 @@ def _tasks(spec: str, size: int, seed: int, answer_format: str = "cot") -> list[
     from ponder.tasks import load_tasks
 
     return [with_format(task, answer_format) for task in load_tasks(spec, size, seed)]
-
-
-@functools.cache
-def _verifier(model: str, backend: str, name: str | None, shared_by_threads: bool = False) -> Verifier | None:
-    from ponder.engine.backends import shared_engine
-
-    return make_verifier(name, shared_engine(model, backend, shared_by_threads)) if name else None

@@ -36,6 +36,7 @@ def trees(
                                                  "sooner.")] = 1,
 ) -> None:
     """Run a tree strategy on training questions and store each tree, its finished leaves checked."""
+    from ponder.engine.backends import check_concurrent
     from ponder.jobs import RunStore, run_all
     from ponder.journey.trees import TreeJob
     from ponder.search import STRATEGIES
@@ -45,9 +46,7 @@ def trees(
         raise BadParameter(f"--strategy {strategy!r} grows no tree: use beam, dvts or lookahead")
     if not 0 <= hold_out_templates < 1:
         raise BadParameter(f"--hold-out-templates is a share from 0 to below 1, not {hold_out_templates}")
-    if concurrent < 1 or (concurrent > 1 and backend not in ("native", "native-gguf", "native-fp32")):
-        raise BadParameter("--concurrent takes a number from 1, on ponder's own engine (native, native-gguf, "
-                           "native-fp32)")
+    check_concurrent(concurrent, backend)
     job = TreeJob(model, backend, task, size, seed, strategy, n, verifier, temperature, max_tokens,
                   hold_out_templates, concurrent)
     keys = job.keys()

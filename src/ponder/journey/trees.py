@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,23 +36,17 @@ class TreeJob:
 
     def __call__(self, key: str) -> dict[str, Any]:
         from ponder.engine.backends import OPENING, shared_engine
+        from ponder.verify import shared_verifier
 
         task = next(t for t in training_tasks(self.tasks, self.size, self.seed, self.hold_out_templates)
                     if t.id == key)
         with OPENING:
             generator = shared_engine(self.model, self.backend, self.concurrent > 1)
-            verifier = _verifier(self.verifier, generator)
+            verifier = shared_verifier(self.verifier, self.model, self.backend, self.concurrent > 1)
         strategy = make_strategy(self.strategy, self.n, temperature=self.temperature, max_tokens=self.max_tokens,
                                  seed=self.seed)
         result = strategy.run(Search(generator, task, Budget(), verifier))
         return tree_record(task, [n.to_dict() for n in result.tree or []])
-
-
-@functools.cache  # one a process: a learned verifier loads its head once
-def _verifier(name: str, generator: Any) -> Any:
-    from ponder.verify import make_verifier
-
-    return make_verifier(name, generator)
 
 
 def tree_record(task: Task, nodes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from ponder.engine.protocol import Generator
 from ponder.errors import BadParameter
 from ponder.verify.base import Verifier
@@ -44,3 +46,12 @@ def make_verifier(name: str, judge: Generator | None = None) -> Verifier:
         return CodeExecutionVerifier(tester=judge)  # the policy writes tests where a prompt shows no examples
     check_verifier_name(name)
     raise AssertionError(f"verifier {name!r} is listed but not built")
+
+
+@functools.cache  # a learned verifier loads its head once a process
+def shared_verifier(name: str, model: str, backend: str, shared_by_threads: bool = False) -> Verifier:
+    """The verifier `name` on the process's shared engine for the model (see `engine.backends.shared_engine`): what
+    the items of a long job judge with."""
+    from ponder.engine.backends import shared_engine
+
+    return make_verifier(name, shared_engine(model, backend, shared_by_threads))
