@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import torch
@@ -56,9 +55,17 @@ def test_callers_in_threads_share_batches_and_get_what_they_would_alone(tiny: Lo
 def test_a_cancelled_job_leaves_and_frees_its_rows(tiny: LoadedModel) -> None:
     shared = engine(tiny)
     scheduler = Scheduler(shared)
-    job = scheduler.submit(Sequence(PROMPTS[0]).fork(4), SamplingParams(temperature=1.0, max_tokens=200, seed=1))
-    time.sleep(0.2)
+    started, cancelled = threading.Event(), threading.Event()
+
+    def hold(index: int, sequence: Sequence) -> None:  # the engine waits at its first token until the cancel lands
+        started.set()
+        cancelled.wait(30)
+
+    job = scheduler.submit(Sequence(PROMPTS[0]).fork(4), SamplingParams(temperature=1.0, max_tokens=200, seed=1),
+                           on_token=hold)
+    assert started.wait(30)
     scheduler.cancel(job)
+    cancelled.set()
     with pytest.raises(EngineClosed, match="cancelled"):
         scheduler.wait(job, timeout=30)
     assert scheduler.extend([Sequence(PROMPTS[1])], SamplingParams(max_tokens=3))[0].tokens  # still serving
