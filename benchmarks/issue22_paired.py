@@ -1,6 +1,7 @@
 """Issue 22's paired comparisons: per question, after training against before, with 95% bootstrap intervals of the
 mean difference (the same questions on both sides, so question difficulty cancels out), on all 100 evaluation
-questions and on the seen and unseen templates apart, and on the chain_sum ladder; and the two SFT models trained
+questions and on the seen and unseen templates apart, and on the chain_sum ladder; DPO against the SFT model it
+started from (what DPO itself added, and how many greedy answers it changed); and the two SFT models trained
 from the same data, seed and settings on two machines (the EPYC's, which answered 69 questions, and this one's) set
 against each other.
 
@@ -61,6 +62,15 @@ def main() -> None:
             print(f"ladder after {stage.upper()} against before (50 questions): greedy "
                   f"{paired(cell('ladder', 'greedy@1'), after, questions)}; majority@8 "
                   f"{paired(cell('ladder-at-8', 'majority@8'), voted, questions)}")
+    for task, run, size in (("gsm_symbolic", "gsm", 100), ("ladder", "ladder", 50)):  # what DPO itself added
+        sft, dpo = cell(f"{run}-after-sft", "greedy@1"), cell(f"{run}-after-dpo", "greedy@1")
+        if len(dpo) == size:
+            questions = sorted(dpo)
+            answers = cell(f"{run}-after-sft", "greedy@1", "answer"), cell(f"{run}-after-dpo", "greedy@1", "answer")
+            changed = sum(answers[0][q] != answers[1][q] for q in questions)
+            voted = cell(f"{run}-after-sft", "majority@8"), cell(f"{run}-after-dpo", "majority@8")
+            print(f"{task} after SFT + DPO against after SFT ({size} questions): greedy {paired(sft, dpo, questions)} "
+                  f"({changed} greedy answers changed); majority@8 {paired(*voted, questions)}")
     epyc, here = cell("gsm-after-sft-epyc", "greedy@1"), cell("gsm-after-sft", "greedy@1")
     if epyc and here:
         questions = sorted(epyc)
