@@ -48,8 +48,9 @@ step "5. after SFT: greedy and majority@4"
 $PONDER eval --model runs/train/gsm-sft "${EVAL[@]}" --out runs/gsm-after-sft.db
 $PONDER eval --model runs/train/gsm-sft "${LADDER[@]}" --out runs/ladder-after-sft.db
 step "6. DPO on the SFT model (LoRA 16, bf16 autocast, one pass)"
-# One pair a forward pass (two sequences): at two or four, the longest pairs (~1,200 tokens) would need ~21 GiB by
-# the trainer's estimate. The same steps either way (a step's loss is normalised over the whole step).
+# One pair a forward pass (two sequences; 7.7 GiB peak): the memory check refused two until session 23 corrected its
+# estimate (two take 12.1 GiB). The same steps either way (a step's loss is normalised over the whole step); kept at
+# one, as this run was trained.
 $PONDER train dpo runs/train/gsm-sft runs/train/gsm-pairs.jsonl --out runs/train/gsm-dpo --lora-rank 16 --bf16 \
     --micro-batch 1 --save-every 5
 step "7. after SFT + DPO: greedy and majority@4"

@@ -33,7 +33,7 @@ from ponder.models.hf import write_folder
 from ponder.models.loader import LoadedModel, load
 from ponder.progress import Progress
 from ponder.train.checkpoints import atomic_save, done, keep_metrics_through, resume, save_checkpoint, write_json
-from ponder.train.data import Pair, Skipped, Tokenized, load_pairs, load_sft
+from ponder.train.data import PROMPT, Pair, Skipped, Tokenized, load_pairs, load_sft
 from ponder.train.lora import ADAPTER, add_lora, load_adapter, merge_lora, save_adapter
 from ponder.train.losses import TokenLogps, collate, dpo_terms, token_logps
 from ponder.train.memory import check_memory
@@ -105,7 +105,7 @@ def train(model_spec: str, data: Path, out: Path, settings: TrainSettings,
         raise BadParameter(f"{data} has {len(rows)} usable rows, fewer than --batch-size {settings.batch_size}: "
                            "give more rows or a smaller batch")
     steps = settings.steps or len(rows) // settings.batch_size
-    check_memory(loaded.config, settings, max(len(_tokens(r)) for r in rows))
+    check_memory(loaded.config, settings, max(len(_tokens(r)) for r in rows), max(_loss_tokens(r) for r in rows))
     model = loaded.model.to(device).train()
     if settings.lora_rank:
         add_lora(model, settings.lora_rank)
@@ -175,6 +175,12 @@ def _load(data: Path, loaded: LoadedModel, settings: TrainSettings) -> tuple[lis
 
 def _tokens(row: Tokenized | Pair) -> list[int]:
     return row.ids if isinstance(row, Tokenized) else max(row.chosen.ids, row.rejected.ids, key=len)
+
+
+def _loss_tokens(row: Tokenized | Pair) -> int:
+    """Tokens whose logits the loss needs (everything but the prompt), of the row or of a pair's longer side."""
+    sides = [row] if isinstance(row, Tokenized) else [row.chosen, row.rejected]
+    return max(sum(p != PROMPT for p in side.parts[1:]) for side in sides)
 
 
 def _step_rows(n: int, step: int, settings: TrainSettings) -> list[int]:
