@@ -68,8 +68,10 @@ step "9. a revision model: SFT on revision chains (0-4 wrong attempts, then a ri
 $PONDER train data runs/gsm-train-pool.db --revisions runs/train/gsm-revisions.jsonl --per-question 4 \
     --hold-out-templates 0.25
 ROWS=$(wc -l < runs/train/gsm-revisions.jsonl)
+# Chains of up to four wrong attempts run to ~2,000 tokens: at the default 1,024 a quarter of the rows (the longest
+# chains) would be skipped. One row a forward pass keeps such a step within memory.
 $PONDER train sft qwen2.5-coder-0.5b-instruct runs/train/gsm-revisions.jsonl --out runs/train/gsm-reviser \
-    --lora-rank 16 --bf16 --steps $(( 2 * ROWS / 16 )) --save-every 5
+    --lora-rank 16 --bf16 --steps $(( 2 * ROWS / 16 )) --save-every 5 --max-length 2048 --micro-batch 1
 step "10. revisions at 8 attempts (two chains of 4): prompted (the base model) and by the revision model"
 # One mix only (chains of 4, the context the revision model was trained on): each setting costs ~1.5 hours of 2 cores.
 REVISE=(--task gsm_symbolic --size 100 --strategies revisions --budgets 8 --concurrent 4)

@@ -46,7 +46,7 @@ def main() -> None:
         run = f"gsm-after-{stage}"
         after = {"greedy": cell(run, "greedy@1"), "majority@8": cell(run, "majority@8")}
         if len(after["greedy"]) == 100:
-            comparisons.append((f"after {stage.upper()}", after))
+            comparisons.append(("after SFT" if stage == "sft" else "after SFT + DPO", after))
     for label, after in comparisons[1:]:
         print(f"{label} against before (mean difference in accuracy, paired over questions, 95% CI):")
         for which in ("all", "seen", "unseen"):
