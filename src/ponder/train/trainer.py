@@ -204,7 +204,7 @@ def _step(net: nn.Module, batch: list[Any], reference: Tensor | None, settings: 
     dpo = settings.kind == "dpo"
     sides = [[p.chosen for p in batch], [p.rejected for p in batch]] if dpo else [batch]
     # The whole step's counts, known to every process without communication: its rows are the same everywhere.
-    loss_tokens = sum(sum(p != 0 for p in (e.parts[1:])) for e in sides[0])
+    loss_tokens = sum(_loss_tokens(e) for e in sides[0])
     totals: dict[str, float] = {"tokens": 0.0, "loss": 0.0}
     for start in range(0, len(mine), settings.micro_batch):
         chunk = mine[start: start + settings.micro_batch]
