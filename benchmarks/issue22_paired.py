@@ -3,7 +3,8 @@ mean difference (the same questions on both sides, so question difficulty cancel
 questions and on the seen and unseen templates apart, and on the chain_sum ladder; DPO against the SFT model it
 started from (what DPO itself added, and how many greedy answers it changed); and the two SFT models trained
 from the same data, seed and settings on two machines (the EPYC's, which answered 69 questions, and this one's) set
-against each other.
+against each other; and the revision model against prompted revisions at the same 8 attempts (two chains of 4),
+and both against 8 parallel samples voted, per difficulty bin of the base model's own 16-sample pool.
 
     .venv/bin/python benchmarks/issue22_paired.py > evidence/gsm-sft-paired.txt
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from ponder.eval.metrics import oracle_difficulty, quantile_bins
 from ponder.jobs import RunStore
 from ponder.tasks import load_tasks
 from ponder.tasks.templates import template_of, unseen
@@ -34,6 +36,26 @@ def paired(before: dict[str, float], after: dict[str, float], questions: list[st
     rng = random.Random(0)
     means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(rounds))
     return f"{sum(diffs) / len(diffs):+.2f} [{means[int(0.025 * rounds)]:+.2f}, {means[int(0.975 * rounds)]:+.2f}]"
+
+
+def revisions(bins: int = 5) -> None:
+    """Sequential against sequential (trained against prompted) and against parallel, question by question."""
+    prompted, trained = cell("gsm-revise-prompted", "revisions@8"), cell("gsm-revise-trained", "revisions@8")
+    if len(prompted) < 100 or len(trained) < 100:
+        return
+    difficulty = quantile_bins(oracle_difficulty([r for _, r in RunStore.existing(RUNS / "gsm-cot.db").items()]), bins)
+    voted = cell("gsm-cot-at-8", "majority@8")
+    tokens = cell("gsm-revise-prompted", "revisions@8", "tokens"), cell("gsm-revise-trained", "revisions@8", "tokens")
+    print("revisions at 8 attempts (100 questions; bins from the base model's 16-sample pool, 1 easiest): accuracy "
+          "prompted / trained / majority@8 of parallel samples; trained - prompted; trained - majority@8")
+    for b in [None, *range(1, bins + 1)]:
+        questions = sorted(q for q in prompted if b is None or difficulty[q] == b)
+        share = [sum(c[q] for q in questions) / len(questions) for c in (prompted, trained, voted)]
+        print(f"  {'all' if b is None else f'bin {b}'} ({len(questions)} questions): "
+              + " / ".join(f"{a:.2f}" for a in share)
+              + f"; {paired(prompted, trained, questions)}; {paired(voted, trained, questions)}")
+    print("  tokens a question, prompted / trained: "
+          + " / ".join(f"{sum(t.values()) / len(t):,.0f}" for t in tokens))
 
 
 def main() -> None:
@@ -81,6 +103,7 @@ def main() -> None:
               f"{sum(here[q] for q in questions) / len(questions):.2f}, difference {paired(epyc, here, questions)}; "
               f"the same greedy answer on {same} of {len(questions)}; majority@8 difference "
               f"{paired(cell('gsm-after-sft-epyc', 'majority@8'), cell('gsm-after-sft', 'majority@8'), questions)}")
+    revisions()
 
 
 if __name__ == "__main__":
