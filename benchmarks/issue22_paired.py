@@ -38,7 +38,7 @@ def paired(before: dict[str, float], after: dict[str, float], questions: list[st
     return f"{sum(diffs) / len(diffs):+.2f} [{means[int(0.025 * rounds)]:+.2f}, {means[int(0.975 * rounds)]:+.2f}]"
 
 
-def revisions(bins: int = 5) -> None:
+def revisions(split: dict[str, str], bins: int = 5) -> None:
     """Sequential against sequential (trained against prompted) and against parallel, question by question."""
     prompted, trained = cell("gsm-revise-prompted", "revisions@8"), cell("gsm-revise-trained", "revisions@8")
     if len(prompted) < 100 or len(trained) < 100:
@@ -54,6 +54,10 @@ def revisions(bins: int = 5) -> None:
         print(f"  {'all' if b is None else f'bin {b}'} ({len(questions)} questions): "
               + " / ".join(f"{a:.2f}" for a in share)
               + f"; {paired(prompted, trained, questions)}; {paired(voted, trained, questions)}")
+    for which in ("seen", "unseen"):  # the revision model trained on none of these questions, nor on unseen templates
+        questions = sorted(q for q in prompted if split[q] == which)
+        print(f"  {which} templates ({len(questions)} questions): trained - prompted "
+              f"{paired(prompted, trained, questions)}")
     print("  tokens a question, prompted / trained: "
           + " / ".join(f"{sum(t.values()) / len(t):,.0f}" for t in tokens))
 
@@ -103,7 +107,7 @@ def main() -> None:
               f"{sum(here[q] for q in questions) / len(questions):.2f}, difference {paired(epyc, here, questions)}; "
               f"the same greedy answer on {same} of {len(questions)}; majority@8 difference "
               f"{paired(cell('gsm-after-sft-epyc', 'majority@8'), cell('gsm-after-sft', 'majority@8'), questions)}")
-    revisions()
+    revisions(split)
 
 
 if __name__ == "__main__":
