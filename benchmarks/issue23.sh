@@ -7,6 +7,7 @@
 #   number of steps (same examples), and shortcut with as many training tokens as the journey run. Each judged
 #   greedy on the 100 evaluation questions and the chain_sum ladder: accuracy, tokens per answer, and what the
 #   answers' own revisions ("Wait, ...") did (`ponder journey revisions`).
+# Step 6 writes evidence/journey-paired.txt (benchmarks/paired.py).
 # Hours of 2 cores, estimated: ~2.5 (trees, ~60 s a question), ~0.5 (three trainings), ~0.5 (greedy evaluations).
 set -euo pipefail
 main() {
@@ -55,6 +56,19 @@ for which in seen unseen; do  # the trees' questions left a quarter of the templ
         --figure docs/figures/journey/gsm-$which.png
 done
 $PONDER journey revisions "${LADDER[@]}" --out runs/journey-ladder.md --figure docs/figures/journey/ladder.png
+step "6. paired over questions (95% bootstrap CI): journey - shortcut at the same steps and at the same tokens, each - before"
+{
+    pairs=("journey shortcut" "journey shortcut-tokens" "shortcut qwen2.5-coder-0.5b-instruct"
+           "journey qwen2.5-coder-0.5b-instruct" "shortcut-tokens qwen2.5-coder-0.5b-instruct")
+    for pair in "${pairs[@]}"; do
+        set -- $pair
+        for which in "" seen unseen; do
+            $PY benchmarks/paired.py runs/journey-gsm-$1.db:greedy@1 runs/journey-gsm-$2.db:greedy@1 \
+                ${which:+--templates $which}
+        done
+        $PY benchmarks/paired.py runs/journey-ladder-$1.db:greedy@1 runs/journey-ladder-$2.db:greedy@1
+    done
+} > evidence/journey-paired.txt
 step "done"
 }
 main "$@"
