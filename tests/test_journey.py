@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from cli import error_line, ponder
+from reference import ponder_model
 
 from ponder.jobs import RunStore
 from ponder.journey.build import BRANCHES, build
 from ponder.journey.revisions import revision
 from ponder.journey.trees import path, path_text, training_tasks
-from cli import error_line, ponder
-from reference import ponder_model
 
 # Beam search (8 beams, width 4) of Qwen2.5-Coder-0.5B scored by its shipped PRM, on 4 training questions:
 # `ponder journey trees --task gsm_symbolic --size 4 --seed 7 --n 8 --out trees.db`, exported as JSON lines.
@@ -99,7 +99,8 @@ def test_journey_trees_runs_a_tree_strategy_and_checks_its_leaves(tmp_path: Path
     done = ponder(*args, home=home)
     assert done.returncode == 0, done.stderr
     [(key, record)] = RunStore.existing(out).items()
-    assert record["nodes"] and all(str(n["id"]) in record["leaves"] for n in record["nodes"] if n["state"] == "finished")
+    finished = [n for n in record["nodes"] if n["state"] == "finished"]
+    assert record["nodes"] and all(str(n["id"]) in record["leaves"] for n in finished)
     args[args.index("--size") + 1] = "2"  # two questions at once: the same trees as one by one
     for concurrent, store in (("1", tmp_path / "one.db"), ("2", tmp_path / "two.db")):
         # a generous timeout: CI shares its two cores with whatever else runs (a failure in CI was this timeout)
@@ -145,3 +146,45 @@ def test_the_reflection_pattern_takes_reflections_not_words_that_look_like_them(
     assert revision(task, "So 3 + 4 = 8.\n\nWait, 8 does not look right. 3 + 4 = 7.", False) == "wrong -> wrong"
     assert revision(task, "The wait time is 5 minutes, so the answer is 5.", False) is None
     assert revision(task, "Hmm, let me think.\n\nThe answer is 5.", False) == "no answer before"
+
+
+def test_policy_reflections_are_the_policys_critique_of_the_wrong_turn_it_was_shown(tmp_path: Path) -> None:
+    ponder_model("smollm2-135m-instruct")  # skips when not pulled
+    from ponder.journey.reflect import OPENING, RETURN, critique_messages
+    from ponder.models.registry import model_dir
+
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "smollm2-135m-instruct").symlink_to(model_dir("smollm2-135m-instruct"))
+    settings, records = stored()
+    with RunStore(tmp_path / "trees.db", settings) as store:
+        for record in records:
+            store.put(record["question"], record)
+    done = ponder("journey", "build", str(tmp_path / "trees.db"), "--shortcut", str(tmp_path / "s.jsonl"),
+                  "--journey", str(tmp_path / "j.jsonl"), "--wrong", "3", "--reflections", "policy", "--model",
+                  "smollm2-135m-instruct", home=home)
+    assert done.returncode == 0, done.stderr
+    journeys = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text().splitlines()]
+    templated = build(records, tasks(), "deepest", 3).journeys  # the same walks with template reflections
+    assert [j["question"] for j in journeys] == [j["question"] for j in templated]
+    by_policy = 0
+    for journey, template in zip(journeys, templated):
+        task = tasks()[journey["question"]]
+        text = journey["messages"][-1]["content"]
+        assert text == "".join(s["text"] for s in journey["segments"]) and task.check(task.extract(text))
+        assert revision(task, text, True) == "wrong -> right"
+        for i, (segment, before) in enumerate(zip(journey["segments"], template["segments"])):
+            if segment["kind"] != "reflection" or segment["by"] != "policy":
+                assert segment == before  # right and wrong steps untouched; a kept template as it was
+                continue
+            by_policy += 1
+            assert segment["text"] != before["text"]
+            shown = critique_messages(journey, i)  # what the policy read: the walk down to this wrong turn's end
+            assert shown[-2]["content"] == "".join(s["text"] for s in journey["segments"][:i]).rstrip()
+            assert journey["segments"][i - 1]["kind"] == "wrong"
+            told = shown[-1]["content"]  # the wrong answer named, never the right one
+            assert (str(segment["answer"]) in told) if segment["answer"] else ("do not lead" in told)
+            assert segment["text"].startswith(f"Wait. {OPENING}") and segment["text"].rstrip("\n").endswith(RETURN)
+    assert by_policy
+    assert "templates or policy" in error_line(ponder("journey", "build", str(tmp_path / "trees.db"), "--shortcut",
+                                                      "a", "--journey", "b", "--reflections", "mine", home=home))

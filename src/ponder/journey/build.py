@@ -8,8 +8,8 @@ where the search left it), says what went wrong (a reflection) and returns to th
 along the right path to the verified answer. A shortcut is the right path alone; both sets hold the same
 questions, so that they differ only in the journey.
 
-Reflections come from templates: cheap, and every word of a journey other than them is the policy's own. (A
-critique by the policy itself is the other choice the o1 replication used; not built yet.)
+Reflections come from templates: cheap, and every word of a journey other than them is the policy's own. The
+policy's own critique of the wrong turn is the other choice the o1 replication used (`reflect`).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def journey_segments(right_path: list[dict[str, Any]], branches: list[tuple[int,
         answer = leaves.get(str(line[-1]["id"]), {}).get("answer")
         reflection = rng.choice(REFLECTIONS).format(answer=answer) if answer else \
             "Wait, this is not going anywhere. Let me go back and redo it."  # a one-step branch, cut before answering
-        segments.append({"kind": "reflection", "text": reflection + STEP_BREAK})
+        segments.append({"kind": "reflection", "text": reflection + STEP_BREAK, "answer": answer, "by": "template"})
         position = depth
     segments.append({"kind": "right", "text": _join(right_path[position:])})
     return segments

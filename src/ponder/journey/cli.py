@@ -66,6 +66,11 @@ def build(
                                              "furthest).")] = "deepest",
     wrong: Annotated[int, typer.Option(help="Wrong branches a journey takes, at most.")] = 1,
     seed: Annotated[int, typer.Option(help="Draws reflections (and siblings).")] = 0,
+    reflections: Annotated[str, typer.Option(help="Who writes the reflections: templates (three, naming the wrong "
+                                                   "answer) or policy (its own critique of the wrong turn, told "
+                                                   "only that the answer is wrong).")] = "templates",
+    model: Annotated[str | None, typer.Option(help="The policy that writes reflections (default: the trees' "
+                                                   "own).")] = None,
 ) -> None:
     """Shortcut and journey SFT sets from stored trees (`ponder train sft` takes either)."""
     from ponder.jobs import RunStore, write_jsonl
@@ -74,6 +79,8 @@ def build(
 
     if wrong < 1:
         raise BadParameter("--wrong must be at least 1")
+    if reflections not in ("templates", "policy"):
+        raise BadParameter(f"--reflections is templates or policy, not {reflections!r}")
     runs = RunStore.existing(store)
     settings = runs.settings
     if "strategy" not in settings:
@@ -84,6 +91,13 @@ def build(
     for reason, questions in built.skipped.items():
         out.print(f"{len(questions)} questions with {reason}: {', '.join(questions[:8])}"
                   f"{', ...' if len(questions) > 8 else ''}")
+    if reflections == "policy" and built.journeys:
+        from ponder.engine.backends import open_generator
+        from ponder.journey.reflect import policy_reflections
+
+        kept = policy_reflections(built.journeys, open_generator(model or settings["model"], settings["backend"]))
+        if kept:
+            out.print(f"{kept} critiques empty or cut off: those reflections stay templates")
     write_jsonl(built.shortcuts, shortcut_path)
     write_jsonl(built.journeys, journey_path)
     out.print(f"{len(built.shortcuts)} shortcuts in {shortcut_path}, {len(built.journeys)} journeys in "
@@ -109,7 +123,8 @@ def show(
     styles = {"right": "", "wrong": "red", "reflection": "bold yellow"}
     marks = {"right": "", "wrong": "[wrong turn] ", "reflection": "[reflection] "}
     for segment in record["segments"]:
-        out.print(Text(marks[segment["kind"]] + segment["text"].rstrip("\n"), style=styles[segment["kind"]]))
+        mark = "[reflection, the policy's] " if segment.get("by") == "policy" else marks[segment["kind"]]
+        out.print(Text(mark + segment["text"].rstrip("\n"), style=styles[segment["kind"]]))
 
 
 @app.command()
