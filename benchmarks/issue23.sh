@@ -59,6 +59,7 @@ GSM=() LADDER=()
 for name in qwen2.5-coder-0.5b-instruct shortcut journey shortcut-tokens journey-policy; do
     GSM+=(runs/journey-gsm-$name.db) LADDER+=(runs/journey-ladder-$name.db)
 done
+$PONDER journey revisions "${GSM[@]}" --out runs/journey-gsm.md --figure docs/figures/journey/gsm.png
 for which in seen unseen; do  # the trees' questions left a quarter of the templates out
     $PONDER journey revisions "${GSM[@]}" --templates $which --out runs/journey-gsm-$which.md \
         --figure docs/figures/journey/gsm-$which.png
