@@ -97,7 +97,7 @@ def build(
 
         kept = policy_reflections(built.journeys, open_generator(model or settings["model"], settings["backend"]))
         if kept:
-            out.print(f"{kept} critiques empty or cut off: those reflections stay templates")
+            out.print(f"{kept} critiques with no whole first sentence: those reflections stay templates")
     write_jsonl(built.shortcuts, shortcut_path)
     write_jsonl(built.journeys, journey_path)
     out.print(f"{len(built.shortcuts)} shortcuts in {shortcut_path}, {len(built.journeys)} journeys in "
