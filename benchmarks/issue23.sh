@@ -33,8 +33,18 @@ $PONDER journey build runs/journey-trees.db --shortcut runs/train/journey-shortc
     --journey runs/train/journey-policy.jsonl --reflections policy
 ROWS=$(wc -l < runs/train/journey-journey.jsonl)
 STEPS=$(( (3 * ROWS + 7) / 8 ))  # three passes, 8 rows a step
-RATIO=$($PY -c "import os; print(os.path.getsize('runs/train/journey-journey.jsonl') / os.path.getsize('runs/train/journey-shortcut.jsonl'))")
-TOKEN_STEPS=$($PY -c "print(round($STEPS * $RATIO))")  # characters stand for tokens: the same text, the same tokenizer
+# The shortcut run with as many trained tokens (the answers', where the loss is) as the journey run: the rows drawn
+# in the same order, so more steps in the ratio of the two sets' answer tokens (a file's size would count the
+# journeys' segments twice)
+TOKEN_STEPS=$($PY - <<EOF
+import json
+from ponder.engine.backends import open_generator
+encode = open_generator("qwen2.5-coder-0.5b-instruct").encode
+def tokens(name):
+    return sum(len(encode(json.loads(line)["messages"][-1]["content"])) for line in open(f"runs/train/{name}.jsonl"))
+print(round($STEPS * tokens("journey-journey") / tokens("journey-shortcut")))
+EOF
+)
 step "3. SFT: shortcut ($STEPS steps), journey ($STEPS steps), shortcut at the journey's tokens ($TOKEN_STEPS steps), journey with the policy's reflections ($STEPS steps)"
 COMMON=(--lora-rank 16 --bf16 --batch-size 8 --save-every 5)
 $PONDER train sft qwen2.5-coder-0.5b-instruct runs/train/journey-shortcut.jsonl --out runs/train/shortcut \
