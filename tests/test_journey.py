@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,10 @@ def test_revisions_reads_each_journey_as_a_wrong_answer_turned_right_and_no_shor
                                        f"{journeys} (100%)"]
     assert lines["| journey"][5] == str(journeys) and lines["| shortcut"][4] == "0 (0%)"
     assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
+    # words before the first reflection: the walk's segments before it (the right steps and the wrong branch)
+    walked = [len("".join(s["text"] for s in j["segments"][:[x["kind"] for x in j["segments"]].index("reflection")])
+                  .split()) for j in built.journeys]
+    assert lines["| journey"][-1] == f"{statistics.median(walked):.0f} |" and lines["| shortcut"][-1] == "|"
     assert "no greedy@2 answers" in error_line(ponder("journey", "revisions", str(tmp_path / "journey.db"),
                                                       "--cell", "greedy@2", home=tmp_path))
 

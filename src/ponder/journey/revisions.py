@@ -11,6 +11,7 @@ right; one with no number before it is counted apart.
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,7 @@ class Summary:
     high: float
     tokens: float  # per answer
     outcomes: dict[str, int]  # of the answers that revise themselves, by `OUTCOMES`
+    words_before: float = float("nan")  # median words before the first reflection, of the answers that revise
 
     @property
     def revising(self) -> int:
@@ -56,23 +58,28 @@ def summarize(label: str, rows: list[dict[str, Any]], tasks: dict[str, Task], ce
     entries = [(tasks[row["question"]], row["results"][cell]) for row in rows if cell in row["results"]]
     if not entries:
         raise ValueError(f"{label} has no {cell} answers")
-    outcomes = dict.fromkeys(OUTCOMES, 0)
+    outcomes, before = dict.fromkeys(OUTCOMES, 0), []
     for task, entry in entries:
-        if (what := revision(task, entry.get("text") or "", bool(entry["correct"]))) is not None:
+        text = entry.get("text") or ""
+        if (what := revision(task, text, bool(entry["correct"]))) is not None:
             outcomes[what] += 1
+            # how much was tried before the doubt: a whole attempt, or a bare guess made to be doubted
+            before.append(len(text[:REFLECTION.search(text).start()].split()))
     right = [float(entry["correct"]) for _, entry in entries]
     low, high = bootstrap_interval(right)
     return Summary(label, len(entries), mean(right), low, high, mean([float(e["tokens"]) for _, e in entries]),
-                   outcomes)
+                   outcomes, statistics.median(before) if before else float("nan"))
 
 
 def markdown_table(summaries: list[Summary]) -> str:
     lines = ["| run | answers | accuracy [95% CI] | tokens / answer | revise themselves | "
-             + " | ".join(OUTCOMES) + " |", "|" + "---|" * (5 + len(OUTCOMES))]
+             + " | ".join(OUTCOMES) + " | words before the first (median) |",
+             "|" + "---|" * (6 + len(OUTCOMES))]
     for s in summaries:
         lines.append(f"| {s.label} | {s.answers} | {s.accuracy:.2f} [{s.low:.2f}, {s.high:.2f}] | {s.tokens:.0f} | "
                      f"{s.revising} ({s.revising / s.answers:.0%}) | "
-                     + " | ".join(str(s.outcomes[o]) for o in OUTCOMES) + " |")
+                     + " | ".join(str(s.outcomes[o]) for o in OUTCOMES)
+                     + (f" | {s.words_before:.0f} |" if s.revising else " | |"))
     return "\n".join(lines)
 
 
