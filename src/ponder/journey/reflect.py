@@ -16,6 +16,7 @@ from typing import Any
 
 from ponder.engine.protocol import Generator
 from ponder.engine.sampling import SamplingParams
+from ponder.journey.build import STEP_BREAK
 
 CRITIQUE = "Your answer {answer} is wrong. Which step above has the mistake, and what is it? Answer in one sentence."
 CRITIQUE_UNANSWERED = ("These steps do not lead to the answer. Which step above has the mistake, and what is it? "
@@ -51,7 +52,7 @@ def policy_reflections(journeys: list[dict[str, Any]], generator: Generator, max
         if sentence is None:
             kept += 1
             continue
-        segment["text"] = f"Wait. {sentence.group(1)}{RETURN}" + segment["text"][len(segment["text"].rstrip("\n")):]
+        segment["text"] = f"Wait. {sentence.group(1)}{RETURN}{STEP_BREAK}"
         segment["by"] = "policy"
     for journey in journeys:
         journey["messages"][-1]["content"] = "".join(s["text"] for s in journey["segments"])
